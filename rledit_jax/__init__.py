@@ -1,0 +1,1 @@
+"""rledit-jax: RLEdit lifelong knowledge editing in JAX/Flax."""
