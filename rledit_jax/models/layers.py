@@ -1,0 +1,85 @@
+"""Layers shared by the architectures, with the edit-site probe built into `Linear`.
+
+Layout, fixed for the whole project: a linear's `kernel` is `[d_in, d_out]` and maps a key `k`
+(`[..., d_in]`) to a value `k @ kernel + bias` (`[..., d_out]`); HF stores the transpose. A weight shift
+`S` (`[d_in, d_out]`, DESIGN.md section 3) is therefore added to `kernel` as it is.
+
+Probes (DESIGN.md section 2): when the `probes` collection holds `output` for a linear (same shape as
+its output), that array is added to the output, and when the `keys` collection is mutable the linear
+stores its input there. `jax.grad` with respect to the zero probe is the value-gradient.
+"""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+PROBES = "probes"
+KEYS = "keys"
+
+
+class Linear(nn.Module):
+    """`y = x @ kernel + bias`, computed in `dtype`; parameters stored in `param_dtype`."""
+
+    features: int
+    use_bias: bool
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param(
+            "kernel", nn.initializers.normal(0.02), (x.shape[-1], self.features), self.param_dtype
+        )
+        x = x.astype(self.dtype)
+        y = x @ kernel.astype(self.dtype)
+        if self.use_bias:
+            bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+            y = y + bias.astype(self.dtype)
+        if self.is_mutable_collection(KEYS):
+            self.put_variable(KEYS, "input", x)
+        if self.has_variable(PROBES, "output"):
+            y = y + self.get_variable(PROBES, "output").astype(y.dtype)
+        return y
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the last axis, statistics always in float32, result in `dtype`."""
+
+    epsilon: float
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        d = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (d,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (d,), self.param_dtype)
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jnp.reciprocal(jnp.sqrt(var + self.epsilon))
+        y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+        return y.astype(self.dtype)
+
+
+class Embed(nn.Module):
+    """Token embedding table `[vocab, d]`."""
+
+    num_embeddings: int
+    features: int
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, ids):
+        table = self.param(
+            "embedding",
+            nn.initializers.normal(0.02),
+            (self.num_embeddings, self.features),
+            self.param_dtype,
+        )
+        return jnp.take(table, ids, axis=0).astype(self.dtype)
+
+
+def gelu_new(x):
+    """GPT-2/GPT-J "gelu_new": the tanh approximation of GELU."""
+    return 0.5 * x * (1.0 + jnp.tanh(jnp.sqrt(2.0 / jnp.pi) * (x + 0.044715 * jnp.power(x, 3.0))))

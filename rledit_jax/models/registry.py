@@ -1,0 +1,43 @@
+"""Architectures by HF `model_type`: adding one is one new module plus one entry here.
+
+An `Architecture` bundles what the rest of the project needs from a model family: the config
+conversion both ways, the linen module, and the table mapping our param paths to HF tensor names.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+
+from rledit_jax.models import gptj
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    config_from_hf: Callable[[dict[str, Any], frozenset[str]], Any]
+    config_to_hf: Callable[[Any], dict[str, Any]]
+    module: Callable[[Any], nn.Module]
+    # (our param path, HF tensor name, transpose?) for every parameter.
+    hf_param_table: Callable[[Any], list[tuple[tuple[str, ...], str, bool]]]
+    # HF tensor-name suffixes of buffers that carry no parameters and are skipped on load.
+    hf_ignored_suffixes: tuple[str, ...]
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "gptj": Architecture(
+        config_from_hf=gptj.config_from_hf,
+        config_to_hf=gptj.config_to_hf,
+        module=gptj.GPTJForCausalLM,
+        hf_param_table=gptj.hf_param_table,
+        hf_ignored_suffixes=gptj.HF_IGNORED_SUFFIXES,
+    ),
+}
+
+
+def architecture(model_type: str) -> Architecture:
+    if model_type not in ARCHITECTURES:
+        raise ValueError(
+            f"model_type {model_type!r} is not supported; supported: {sorted(ARCHITECTURES)}"
+        )
+    return ARCHITECTURES[model_type]
