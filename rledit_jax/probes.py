@@ -45,8 +45,11 @@ def row_mask(batch, token: str):
     raise ValueError(f"token selection must be 'ans' or 'all', got {token!r}")
 
 
-def capture_with_loss(config, params, sites, batch, token: str = "ans"):
-    """`(loss, {site: SiteCapture})` for one batch at the given params (traceable, not jitted)."""
+def capture_with_loss(config, params, sites, batch, token: str = "ans", loss_fn=masked_cross_entropy):
+    """`(loss, {site: SiteCapture})` for one batch at the given params (traceable, not jitted).
+
+    `loss_fn(logits, labels)` is the differentiated scalar; by default the batch's mean CE.
+    """
     sites = tuple(sites)
     b, t = batch["input_ids"].shape
     shapes = models.site_shapes(config)
@@ -54,13 +57,13 @@ def capture_with_loss(config, params, sites, batch, token: str = "ans"):
         models.site_path(config, site)  # Unknown names fail here, listing the valid ones.
     probes = {s: jnp.zeros((b, t, shapes[s][1]), jnp.dtype(config.dtype)) for s in sites}
 
-    def loss_fn(probes):
+    def probed_loss(probes):
         logits, keys = models.forward_with_probes(
             config, params, probes, batch["input_ids"], batch["attention_mask"]
         )
-        return masked_cross_entropy(logits, batch["labels"]), keys
+        return loss_fn(logits, batch["labels"]), keys
 
-    (loss, keys), grads = jax.value_and_grad(loss_fn, has_aux=True)(probes)
+    (loss, keys), grads = jax.value_and_grad(probed_loss, has_aux=True)(probes)
     mask = row_mask(batch, token).reshape(b * t)
     out = {}
     for site in sites:

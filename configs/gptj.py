@@ -1,0 +1,21 @@
+"""GPT-J-6B on zsRE, the paper's setting: edit the MLP output of layers 22-27.
+
+  bin/train --config=configs/gptj.py --config.model.path=/models/gpt-j-6b \
+    --config.data.train_path=zsre_train.json --config.data.eval_path=zsre_eval.json --workdir=runs/gptj
+"""
+
+from rledit_jax.config_schema import default_config
+
+
+def get_config():
+    config = default_config()
+    # Set to your local HF GPT-J-6B directory (config.json + safetensors or pytorch_model.bin).
+    config.model.path = "/path/to/gpt-j-6b"
+    config.model.dtype = "bfloat16"
+    config.model.edit_sites = [f"transformer.h.{i}.mlp.fc_out" for i in range(22, 28)]
+    config.data.name = "zsre"
+    config.data.n_edits = 20
+    config.data.batch_size = 4
+    config.train.num_seq = 400
+    config.eval.num_seq = 400
+    return config

@@ -1,0 +1,109 @@
+"""One RLEdit edit step as pure functions (DESIGN.md section 3 "Capture", "Normaliser", "Shift").
+
+Names used throughout the editor:
+
+- `params`: the frozen LLM params pytree; `kernels`: `{site: [d_in, d_out] float32}`, the current
+  edited matrices of the edit sites (base kernel plus every shift so far), which replace the sites'
+  kernels in `params` for every forward.
+- `nets`: `{(d_in, d_out): hypernet params}`; `norms`: `{(d_in, d_out): NormState}`.
+- A kind batch `[M, B, L]`: M micro-batches of B rows of L tokens (`input_ids`, `attention_mask`,
+  `labels`), as `rledit_jax.data.KindBatch` lays them out.
+- `factors`: `{site: (K [N, d_in], C [N, d_out])}` with the site's shift `S = K^T C`, N = M * B * L
+  (rows outside the capture mask are zero in K and contribute nothing).
+"""
+
+import jax
+import jax.numpy as jnp
+
+from rledit_jax import models, probes
+from rledit_jax.editor import losses, normalizer, shift
+from rledit_jax.editor.sites import SiteLayout
+
+
+def edited_params(llm_config, params, kernels):
+    return models.set_sites(llm_config, params, kernels)
+
+
+def at_step(kind_batch, t):
+    """Step `t` (traced) of a `[T, M, B, L]` kind batch."""
+    return jax.tree.map(lambda x: x[t], kind_batch)
+
+
+def flatten_micro_batches(batch):
+    """`[M, B, L]` arrays -> `[M * B, L]` (a plain dict of input_ids, attention_mask, labels)."""
+    return {k: getattr(batch, k).reshape(-1, batch.input_ids.shape[-1])
+            for k in ("input_ids", "attention_mask", "labels")}
+
+
+def forward_kind(llm_config, params, batch):
+    """Logits `[..., M, B, L, V]` of a kind batch with leading axes `[..., M, B, L]`."""
+    lead = batch.input_ids.shape
+    logits = models.forward(
+        llm_config, params,
+        batch.input_ids.reshape(-1, lead[-1]), batch.attention_mask.reshape(-1, lead[-1]),
+    )
+    return logits.reshape(*lead, -1)
+
+
+def capture_step(llm_config, params, kernels, layout: SiteLayout, batch, token: str):
+    """Keys/value-gradients of a step's edit micro-batches under `kernels`.
+
+    One forward/backward over all M micro-batches at once: the loss is the sum of the micro-batch mean
+    CEs, so every row's gradient is exactly that of its own micro-batch's loss. Returns
+    `{site: SiteCapture}` with arrays `[M, B * L, d]` and `row_mask` `[M, B * L]`.
+    """
+    m, b, l = batch.input_ids.shape
+
+    def loss_fn(logits, labels):
+        return jnp.sum(losses.micro_batch_cross_entropy(logits.reshape(m, b, l, -1), labels.reshape(m, b, l)))
+
+    _, captures = probes.capture_with_loss(
+        llm_config, edited_params(llm_config, params, kernels), layout.names,
+        flatten_micro_batches(batch), token, loss_fn,
+    )
+    return {site: jax.tree.map(lambda x: x.reshape(m, b * l, *x.shape[1:]), cap)
+            for site, cap in captures.items()}
+
+
+def update_norms(layout: SiteLayout, norms, captures):
+    """Merges a step's captures into the normalisers: micro-batch major, then site in config order."""
+    def merge_micro_batch(norms, cap):
+        norms = dict(norms)
+        for site in layout.sites:
+            k, g, mask = cap[site.name]
+            norms[site.shape] = normalizer.update(norms[site.shape], jnp.concatenate([k, g], -1), mask)
+        return norms, None
+
+    norms, _ = jax.lax.scan(merge_micro_batch, norms, captures)
+    return norms
+
+
+def predict_factors(layout: SiteLayout, nets, norms, captures):
+    """Every site's shift as factors `(K, C)`, from all of the step's rows at once."""
+    factors = {}
+    for site in layout.sites:
+        k, g, mask = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), captures[site.name])
+        factors[site.name] = shift.shift_factors(
+            nets[site.shape], norms[site.shape], k, g, mask, jnp.int32(site.index)
+        )
+    return factors
+
+
+def apply_factors(kernels, factors):
+    return {site: kernels[site] + factors[site][0].T @ factors[site][1] for site in kernels}
+
+
+def edit_step(llm_config, layout: SiteLayout, token: str, params, nets, kernels, norms, batch):
+    """Capture, update the normalisers, predict and apply every site's shift.
+
+    Returns `(kernels', norms', factors)`.
+    """
+    captures = capture_step(llm_config, params, kernels, layout, batch, token)
+    norms = update_norms(layout, norms, captures)
+    factors = predict_factors(layout, nets, norms, captures)
+    return apply_factors(kernels, factors), norms, factors
+
+
+def base_kernels(llm_config, layout: SiteLayout, params):
+    """The sites' unedited kernels in float32 (edits accumulate in float32 even on bf16 models)."""
+    return {s: models.get_site(llm_config, params, s).astype(jnp.float32) for s in layout.names}

@@ -1,0 +1,160 @@
+"""Training the hypernetworks over one knowledge sequence as a single `lax.scan` (DESIGN.md section 3).
+
+Per step t (0-based here) of a sequence of T steps, with window depth D = `back_depth`:
+capture at `W_t`, update the normalisers, predict `S_t`, and take the step loss on `W_t + S_t`:
+
+    sum_{i<min(t+1, D)} decay^i [ sum_mb CE(equiv_{t-i}) + loc_coef sum_mb KL(p_{W_t} || p_{W_t+S_t})(unrel_{t-i}) ]
+      + reg_coef sum_sites ||S_t||_F^2
+
+In `reference` mode the gradient flows only through `S_t` (W_t, K, G are constants); it is added to
+an accumulator that is clipped to `max_grad_norm` after every step, and one Adam step follows the
+sequence. The window's pre-shift distributions need no extra pass: `p_{W_t}` on `unrel_{t-i}`, i >= 1,
+is the post-shift distribution step t-1 computed on it, carried in the scan (answer positions only,
+`[D, M, B, A, V]`); only `unrel_t` needs a fresh forward at `W_t`.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from rledit_jax import models
+from rledit_jax.editor import edit_step as es
+from rledit_jax.editor import hypernet, losses, normalizer
+from rledit_jax.editor.sites import SiteLayout
+
+
+@dataclasses.dataclass(frozen=True)
+class EditorHParams:
+    """The `config.editor` fields the jitted programs depend on (static, hashable)."""
+
+    rank: int
+    n_blocks: int
+    lr: float
+    meta_lr: float
+    loc_coef: float
+    reg_coef: float
+    max_grad_norm: float
+    time_decay: float
+    back_depth: int
+    token: str
+
+    @classmethod
+    def from_config(cls, editor_config) -> "EditorHParams":
+        return cls(**{f.name: editor_config[f.name] for f in dataclasses.fields(cls)})
+
+
+def init_nets(rng, layout: SiteLayout, hp: EditorHParams):
+    groups = layout.groups
+    keys = jax.random.split(rng, len(groups))
+    return {shape: hypernet.init_hypernet(k, *shape, len(names), hp.rank, hp.n_blocks, hp.lr)
+            for k, (shape, names) in zip(keys, groups.items())}
+
+
+def init_norms(layout: SiteLayout):
+    return {shape: normalizer.init(sum(shape)) for shape in layout.groups}
+
+
+def make_optimizer(hp: EditorHParams):
+    # torch.optim.Adam's defaults, as the reference uses.
+    return optax.adam(hp.meta_lr, b1=0.9, b2=0.999, eps=1e-8)
+
+
+def clip_accumulated(acc, max_norm: float):
+    """torch `clip_grad_norm_` on the accumulator: scale by max_norm / (norm + 1e-6) when below 1."""
+    norm = optax.global_norm(acc)
+    scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
+    return jax.tree.map(lambda g: g * scale, acc), norm
+
+
+def _window(kind_batch, t, depth):
+    """Steps t, t-1, ..., t-depth+1 of a `[T, M, B, L]` kind batch -> `[depth, M, B, L]` (clamped at 0)."""
+    idx = jnp.maximum(t - jnp.arange(depth), 0)
+    return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), kind_batch)
+
+
+def shift_sq_norm(k, c):
+    """||K^T C||_F^2 = sum((K K^T) * (C C^T)), without forming the d_in x d_out matrix."""
+    return jnp.sum((k @ k.T) * (c @ c.T))
+
+
+def step_loss(nets, *, llm_config, layout, hp, params, kernels, norms, captures, window, pre_logp,
+              weights, n_answer):
+    """The step loss of DESIGN.md section 3 on `kernels + S(nets)`, shared by all gradient modes.
+
+    `window`: the equiv/unrel kind batches of steps t..t-D+1 (`[D, M, B, L]`), `weights` `[D]` the
+    time-decay weights (0 for steps before the sequence start), `pre_logp` `[D, M, B, A, V]` the
+    pre-shift answer log-probs on the window's unrel batches. Returns `(loss, aux)`.
+    """
+    factors = es.predict_factors(layout, nets, norms, captures)
+    shifted = es.edited_params(llm_config, params, es.apply_factors(kernels, factors))
+    equiv, unrel = window
+    gen = jnp.sum(weights * losses.micro_batch_cross_entropy(
+        es.forward_kind(llm_config, shifted, equiv), equiv.labels).sum(-1))
+    positions, valid = losses.answer_positions(unrel.labels, n_answer)
+    post_logp = losses.answer_log_probs(es.forward_kind(llm_config, shifted, unrel), positions)
+    loc = jnp.sum(weights * losses.micro_batch_kl(pre_logp, post_logp, valid).sum(-1))
+    reg = sum(shift_sq_norm(*f) for f in factors.values())
+    loss = gen + hp.loc_coef * loc + hp.reg_coef * reg
+    aux = {"gen_loss": gen, "loc_loss": loc, "reg": reg, "factors": factors,
+           "post_logp": jax.lax.stop_gradient(post_logp)}
+    return loss, aux
+
+
+def n_answer_tokens(kind_batch) -> int:
+    """The longest answer (in tokens) of a kind batch: the static answer-axis size of the KL."""
+    return max(1, int((kind_batch.labels != losses.IGNORE).sum(-1).max()))
+
+
+def train_sequence(llm_config, layout: SiteLayout, hp: EditorHParams, n_answer: int, params, nets,
+                   norms, batches):
+    """Scans the training sequence; returns `(accumulated clipped grads, norms', per-step outputs)`.
+
+    `batches` is a `StepBatches` with leading axis T.
+    """
+    depth = hp.back_depth
+    decay = hp.time_decay ** jnp.arange(depth, dtype=jnp.float32)
+    m, b, _ = batches.unrel.input_ids.shape[1:]
+    vocab = llm_config.vocab_size
+
+    def step(carry, t):
+        kernels, norms, acc, prev_logp = carry
+        captures = es.capture_step(llm_config, params, kernels, layout, es.at_step(batches.edit, t), hp.token)
+        norms = es.update_norms(layout, norms, captures)
+        unrel_t = es.at_step(batches.unrel, t)
+        positions, _ = losses.answer_positions(unrel_t.labels, n_answer)
+        fresh = losses.answer_log_probs(
+            es.forward_kind(llm_config, es.edited_params(llm_config, params, kernels), unrel_t), positions)
+        pre_logp = jnp.concatenate([fresh[None], prev_logp[:-1]], axis=0)
+        weights = jnp.where(t - jnp.arange(depth) >= 0, decay, 0.0)
+        window = (_window(batches.equiv, t, depth), _window(batches.unrel, t, depth))
+        (loss, aux), grads = jax.value_and_grad(step_loss, has_aux=True)(
+            nets, llm_config=llm_config, layout=layout, hp=hp, params=params, kernels=kernels,
+            norms=norms, captures=captures, window=window, pre_logp=pre_logp, weights=weights,
+            n_answer=n_answer)
+        acc, acc_norm = clip_accumulated(jax.tree.map(jnp.add, acc, grads), hp.max_grad_norm)
+        kernels = es.apply_factors(kernels, aux["factors"])
+        out = {"loss": loss, "gen_loss": aux["gen_loss"], "loc_loss": aux["loc_loss"],
+               "reg": aux["reg"], "grad_norm": optax.global_norm(grads), "acc_norm": acc_norm,
+               "factors": aux["factors"]}
+        return (kernels, norms, acc, aux["post_logp"]), out
+
+    kernels = es.base_kernels(llm_config, layout, params)
+    acc = jax.tree.map(jnp.zeros_like, nets)
+    prev_logp = jnp.zeros((depth, m, b, n_answer, vocab), jnp.float32)
+    n_steps = batches.edit.input_ids.shape[0]
+    (_, norms, acc, _), outputs = jax.lax.scan(
+        step, (kernels, norms, acc, prev_logp), jnp.arange(n_steps))
+    return acc, norms, outputs
+
+
+def train_epoch(llm_config, layout: SiteLayout, hp: EditorHParams, n_answer: int, params, nets,
+                opt_state, norms, batches):
+    """One sequence and one Adam step: `(nets', opt_state', norms', grads, per-step outputs)`."""
+    grads, norms, outputs = train_sequence(llm_config, layout, hp, n_answer, params, nets, norms, batches)
+    updates, opt_state = make_optimizer(hp).update(grads, opt_state, nets)
+    return optax.apply_updates(nets, updates), opt_state, norms, grads, outputs
+
+
+train_epoch_jit = jax.jit(train_epoch, static_argnums=(0, 1, 2, 3))

@@ -1,0 +1,189 @@
+"""`train_and_evaluate(config, workdir)`: the whole `bin/train` job as a library call.
+
+Loads the LLM (an HF directory, or the built-in tiny random GPT-J), the facts (dataset files, or
+synthetic ones) and the edit streams; trains the hypernetworks for `editor.n_epochs` sequences of
+`train.num_seq` steps (one compiled program per sequence); then runs the lifelong evaluation over
+`eval.num_seq` steps. Writes into `workdir`:
+
+  config.json          the resolved config
+  train_metrics.jsonl  one line per training step: epoch, step, loss, gen_loss, loc_loss, reg, norms
+  metrics.json         ES / GS / LS of the final edited model, plus run facts
+  hypernet.safetensors the trained hypernetworks and normalisers, in the reference's naming
+  trace.npz            (with `trace=True`) shifts, losses and the final accumulated gradient
+"""
+
+import json
+import os
+import tempfile
+import time
+
+import jax
+import numpy as np
+import tqdm
+from absl import logging
+
+from rledit_jax import data, models
+from rledit_jax.editor import evaluation, reference_io, training
+from rledit_jax.editor.sites import make_layout
+
+DATASET_METRIC = {"zsre": "token", "fever": "token", "counterfact": "counterfact"}
+
+
+def load_model(model_config):
+    """`(llm_config, params, tokenizer_path)`; an unset `path` builds the tiny random GPT-J."""
+    if model_config.path:
+        llm_config, params = models.load_hf(model_config.path, param_dtype=model_config.dtype)
+        return llm_config, params, model_config.path
+    tiny = model_config.tiny
+    llm_config = models.GPTJConfig(
+        vocab_size=data.TINY_VOCAB_SIZE, n_positions=tiny.n_positions, n_embd=tiny.n_embd,
+        n_layer=tiny.n_layer, n_head=tiny.n_head, rotary_dim=tiny.rotary_dim, n_inner=tiny.n_inner,
+        param_dtype=model_config.dtype, dtype=model_config.dtype,
+    )
+    return llm_config, models.init_params(llm_config, jax.random.PRNGKey(tiny.seed)), None
+
+
+def load_splits(data_config, seed: int, n_train_rows: int, n_eval_rows: int):
+    """`(train facts, eval facts, n malformed rows skipped)`; unset paths give disjoint synthetic facts."""
+    if bool(data_config.train_path) != bool(data_config.eval_path):
+        raise ValueError("set both data.train_path and data.eval_path, or neither (synthetic facts)")
+    if not data_config.train_path:
+        facts = data.make_synthetic_facts(
+            min(data.MAX_SYNTHETIC_FACTS, n_train_rows + n_eval_rows), seed)
+        return facts[:n_train_rows], facts[n_train_rows:], 0
+    loaded = [data.load_facts(data_config.name, p, skip_malformed=data_config.skip_malformed, seed=seed)
+              for p in (data_config.train_path, data_config.eval_path)]
+    for split in loaded:
+        for message in split.skipped:
+            logging.warning("skipped malformed row: %s", message)
+    return loaded[0].facts, loaded[1].facts, sum(len(s.skipped) for s in loaded)
+
+
+def edit_streams(config, n_train: int, n_eval: int):
+    """`(train sequences, eval steps)`: `n_epochs` lists of `train.num_seq` steps, and the eval steps."""
+    n_edits, t_train, epochs = config.data.n_edits, config.train.num_seq, config.editor.n_epochs
+    if config.data.stream_file:
+        stream = data.load_stream_file(config.data.stream_file)
+        train, evals = stream["train"], stream["eval"]
+        data.validate_stream(train, n_train, "train stream")
+        data.validate_stream(evals, n_eval, "eval stream")
+        if len(train) % t_train or len(train[0]) != n_edits or len(evals[0]) != n_edits:
+            raise ValueError(
+                f"stream file {config.data.stream_file}: train must hold a multiple of train.num_seq="
+                f"{t_train} steps and every step data.n_edits={n_edits} rows")
+        sequences = [train[i:i + t_train] for i in range(0, len(train), t_train)]
+        return [sequences[e % len(sequences)] for e in range(epochs)], evals[: config.eval.num_seq]
+    seed = config.train.seed
+    train = [data.draw_stream(n_train, t_train, n_edits, seed + e) for e in range(epochs)]
+    return train, data.draw_stream(n_eval, config.eval.num_seq, n_edits, seed + 10_000)
+
+
+def _step_batches(config, tokenizer, facts, steps, max_length):
+    return data.build_step_batches(
+        tokenizer, facts, steps, batch_size=config.data.batch_size, max_length=max_length,
+        truncate=config.data.truncate)
+
+
+def initial_editor(config, layout, hp):
+    """`(nets, norms)`: fresh, or imported from `init.reference_hypernet` and checked against the layout."""
+    if not config.init.reference_hypernet:
+        return training.init_nets(jax.random.PRNGKey(config.train.seed), layout, hp), training.init_norms(layout)
+    nets, norms = reference_io.from_reference(reference_io.load_reference_file(config.init.reference_hypernet))
+    expected = {shape: len(names) for shape, names in layout.groups.items()}
+    found = {shape: int(net["lr"].shape[0]) for shape, net in nets.items()}
+    if found != expected:
+        raise ValueError(
+            f"{config.init.reference_hypernet} holds hypernetworks for (shape: n_sites) {found}, "
+            f"but model.edit_sites need {expected}")
+    return nets, norms
+
+
+def _write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _trace_arrays(prefix, layout, factors):
+    """`{prefix/step{t}/{site}/shift: [d_in, d_out]}` from per-step factors `{site: (K [T,N,d_in], C)}`."""
+    out = {}
+    for site in layout.names:
+        k, c = (np.asarray(x) for x in factors[site])
+        for t in range(k.shape[0]):
+            out[f"{prefix}/step{t}/{site}/shift"] = k[t].T @ c[t]
+    return out
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Runs the job described by `config`; returns the final metrics (also in `workdir/metrics.json`)."""
+    if config.data.name not in DATASET_METRIC:
+        raise ValueError(f"data.name must be one of {sorted(DATASET_METRIC)}, got {config.data.name!r}")
+    if config.train.gradient != "reference":
+        raise ValueError(f"train.gradient={config.train.gradient!r} is not supported; use 'reference'")
+    os.makedirs(workdir, exist_ok=True)
+    _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+
+    llm_config, params, model_tokenizer = load_model(config.model)
+    tokenizer = data.load_tokenizer(config.data.tokenizer_path or model_tokenizer)
+    layout = make_layout(llm_config, list(config.model.edit_sites))
+    hp = training.EditorHParams.from_config(config.editor)
+    n_edits = config.data.n_edits
+    train_facts, eval_facts, n_skipped = load_splits(
+        config.data, config.train.seed,
+        config.editor.n_epochs * config.train.num_seq * n_edits, config.eval.num_seq * n_edits)
+    train_streams, eval_stream = edit_streams(config, len(train_facts), len(eval_facts))
+    max_length = llm_config.n_positions
+    # All sequences are built together so every epoch has the same shapes (one compilation).
+    all_train = _step_batches(config, tokenizer, train_facts, sum(train_streams, []), max_length)
+    t_train = config.train.num_seq
+    train_batches = [jax.tree.map(lambda x, e=e: x[e * t_train:(e + 1) * t_train], all_train)
+                     for e in range(len(train_streams))]
+    eval_batches = _step_batches(config, tokenizer, eval_facts, eval_stream, max_length)
+    n_answer = training.n_answer_tokens(all_train.unrel)
+
+    nets, norms = initial_editor(config, layout, hp)
+    opt_state = training.make_optimizer(hp).init(nets)
+    metrics_path = os.path.join(workdir, "train_metrics.jsonl")
+    trace = {}
+    start = time.time()
+    with open(metrics_path, "w") as metrics_file:
+        for epoch in tqdm.trange(len(train_batches), desc="train sequences", unit="seq"):
+            nets, opt_state, norms, grads, out = training.train_epoch_jit(
+                llm_config, layout, hp, n_answer, params, nets, opt_state, norms, train_batches[epoch])
+            scalars = {k: np.asarray(v) for k, v in out.items() if k != "factors"}
+            for t in range(t_train):
+                row = {"epoch": epoch, "step": t, **{k: float(v[t]) for k, v in scalars.items()}}
+                metrics_file.write(json.dumps(row) + "\n")
+            metrics_file.flush()
+            if not np.isfinite(scalars["loss"]).all():
+                raise FloatingPointError(f"non-finite training loss in sequence {epoch}; see {metrics_path}")
+    train_seconds = time.time() - start
+    if config.trace:
+        trace.update(_trace_arrays("train", layout, out["factors"]))
+        for t in range(t_train):
+            trace[f"train/step{t}/gen_loss"] = scalars["gen_loss"][t]
+            trace[f"train/step{t}/loc_loss"] = scalars["loc_loss"][t]
+        ref_grads = reference_io.to_reference(grads, norms)
+        trace.update({f"train/grad/{k}": v for k, v in ref_grads.items() if ".normalizer." not in k})
+
+    reference_io.save_reference_file(
+        os.path.join(workdir, "hypernet.safetensors"), reference_io.to_reference(nets, norms))
+
+    start = time.time()
+    scores, _, norms, eval_factors = evaluation.evaluate_jit(
+        llm_config, layout, hp.token, DATASET_METRIC[config.data.name], params, nets, norms, eval_batches)
+    metrics = {k: float(v) for k, v in scores.items()}
+    metrics.update(
+        train_seconds=train_seconds, eval_seconds=time.time() - start,
+        n_train_facts=len(train_facts), n_eval_facts=len(eval_facts), n_skipped_rows=n_skipped,
+        n_truncated=all_train.n_truncated + eval_batches.n_truncated,
+    )
+    _write_json(os.path.join(workdir, "metrics.json"), metrics)
+    if config.trace:
+        trace.update(_trace_arrays("eval", layout, eval_factors))
+        with tempfile.NamedTemporaryFile(dir=workdir, suffix=".npz", delete=False) as f:
+            np.savez(f, **trace)
+        os.replace(f.name, os.path.join(workdir, "trace.npz"))
+    logging.info("ES %.4f  GS %.4f  LS %.4f", metrics["ES"], metrics["GS"], metrics["LS"])
+    return metrics
