@@ -9,11 +9,13 @@ capture at `W_t`, update the normalisers, predict `S_t`, and take the step loss 
 In `reference` mode the gradient flows only through `S_t` (W_t, K, G are constants); it is added to
 an accumulator that is clipped to `max_grad_norm` after every step, and one Adam step follows the
 sequence. The window's pre-shift distributions need no extra pass: `p_{W_t}` on `unrel_{t-i}`, i >= 1,
-is the post-shift distribution step t-1 computed on it, carried in the scan (answer positions only,
+is the post-shift distribution step t-1 computed on it, carried in the scan (its logits at answer positions,
 `[D, M, B, A, V]`); only `unrel_t` needs a fresh forward at `W_t`.
 """
 
 import dataclasses
+import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -62,8 +64,11 @@ def make_optimizer(hp: EditorHParams):
 
 
 def clip_accumulated(acc, max_norm: float):
-    """torch `clip_grad_norm_` on the accumulator: scale by max_norm / (norm + 1e-6) when below 1."""
-    norm = optax.global_norm(acc)
+    """torch `clip_grad_norm_` on the accumulator: scale by max_norm / (norm + 1e-6) when below 1.
+
+    Returns the clipped accumulator and its norm before clipping (what `clip_grad_norm_` returns).
+    """
+    norm = optax.tree.norm(acc)
     scale = jnp.minimum(1.0, max_norm / (norm + 1e-6))
     return jax.tree.map(lambda g: g * scale, acc), norm
 
@@ -79,13 +84,13 @@ def shift_sq_norm(k, c):
     return jnp.sum((k @ k.T) * (c @ c.T))
 
 
-def step_loss(nets, *, llm_config, layout, hp, params, kernels, norms, captures, window, pre_logp,
+def step_loss(nets, *, llm_config, layout, hp, params, kernels, norms, captures, window, pre_logits,
               weights, n_answer):
     """The step loss of DESIGN.md section 3 on `kernels + S(nets)`, shared by all gradient modes.
 
     `window`: the equiv/unrel kind batches of steps t..t-D+1 (`[D, M, B, L]`), `weights` `[D]` the
-    time-decay weights (0 for steps before the sequence start), `pre_logp` `[D, M, B, A, V]` the
-    pre-shift answer log-probs on the window's unrel batches. Returns `(loss, aux)`.
+    time-decay weights (0 for steps before the sequence start), `pre_logits` `[D, M, B, A, V]` the
+    pre-shift answer logits on the window's unrel batches. Returns `(loss, aux)`.
     """
     factors = es.predict_factors(layout, nets, norms, captures)
     shifted = es.edited_params(llm_config, params, es.apply_factors(kernels, factors))
@@ -93,12 +98,12 @@ def step_loss(nets, *, llm_config, layout, hp, params, kernels, norms, captures,
     gen = jnp.sum(weights * losses.micro_batch_cross_entropy(
         es.forward_kind(llm_config, shifted, equiv), equiv.labels).sum(-1))
     positions, valid = losses.answer_positions(unrel.labels, n_answer)
-    post_logp = losses.answer_log_probs(es.forward_kind(llm_config, shifted, unrel), positions)
-    loc = jnp.sum(weights * losses.micro_batch_kl(pre_logp, post_logp, valid).sum(-1))
+    post_logits = losses.answer_logits(es.forward_kind(llm_config, shifted, unrel), positions)
+    loc = jnp.sum(weights * losses.micro_batch_kl(pre_logits, post_logits, valid).sum(-1))
     reg = sum(shift_sq_norm(*f) for f in factors.values())
     loss = gen + hp.loc_coef * loc + hp.reg_coef * reg
     aux = {"gen_loss": gen, "loc_loss": loc, "reg": reg, "factors": factors,
-           "post_logp": jax.lax.stop_gradient(post_logp)}
+           "post_logits": jax.lax.stop_gradient(post_logits)}
     return loss, aux
 
 
@@ -107,46 +112,62 @@ def n_answer_tokens(kind_batch) -> int:
     return max(1, int((kind_batch.labels != losses.IGNORE).sum(-1).max()))
 
 
+class SequenceCarry(NamedTuple):
+    """What one training step hands the next."""
+
+    kernels: dict  # {site: [d_in, d_out]} the edited matrices W_t
+    norms: dict  # {(d_in, d_out): NormState}
+    acc: dict  # accumulated, clipped hypernetwork gradient (same pytree as nets)
+    prev_logits: jax.Array  # [D, M, B, A, V] post-shift answer logits of the last window's unrel
+
+
+def initial_carry(llm_config, layout: SiteLayout, hp: EditorHParams, n_answer: int, params, nets,
+                  norms, batches) -> SequenceCarry:
+    m, b = batches.unrel.input_ids.shape[1:3]
+    return SequenceCarry(
+        kernels=es.base_kernels(llm_config, layout, params),
+        norms=norms,
+        acc=jax.tree.map(jnp.zeros_like, nets),
+        prev_logits=jnp.zeros((hp.back_depth, m, b, n_answer, llm_config.vocab_size), jnp.float32),
+    )
+
+
+def sequence_step(llm_config, layout: SiteLayout, hp: EditorHParams, n_answer: int, params, nets,
+                  batches, carry: SequenceCarry, t):
+    """Training step `t` of the sequence: `(carry', per-step outputs)` (the body of the scan)."""
+    depth = hp.back_depth
+    captures = es.capture_step(llm_config, params, carry.kernels, layout, es.at_step(batches.edit, t), hp.token)
+    norms = es.update_norms(layout, carry.norms, captures)
+    unrel_t = es.at_step(batches.unrel, t)
+    positions, _ = losses.answer_positions(unrel_t.labels, n_answer)
+    fresh = losses.answer_logits(
+        es.forward_kind(llm_config, es.edited_params(llm_config, params, carry.kernels), unrel_t), positions)
+    pre_logits = jnp.concatenate([fresh[None], carry.prev_logits[:-1]], axis=0)
+    decay = hp.time_decay ** jnp.arange(depth, dtype=jnp.float32)
+    weights = jnp.where(t - jnp.arange(depth) >= 0, decay, 0.0)
+    window = (_window(batches.equiv, t, depth), _window(batches.unrel, t, depth))
+    (loss, aux), grads = jax.value_and_grad(step_loss, has_aux=True)(
+        nets, llm_config=llm_config, layout=layout, hp=hp, params=params, kernels=carry.kernels,
+        norms=norms, captures=captures, window=window, pre_logits=pre_logits, weights=weights,
+        n_answer=n_answer)
+    acc, acc_norm = clip_accumulated(jax.tree.map(jnp.add, carry.acc, grads), hp.max_grad_norm)
+    out = {"loss": loss, "gen_loss": aux["gen_loss"], "loc_loss": aux["loc_loss"], "reg": aux["reg"],
+           "grad_norm": optax.tree.norm(grads), "acc_norm": acc_norm, "factors": aux["factors"]}
+    kernels = es.apply_factors(carry.kernels, aux["factors"])
+    return SequenceCarry(kernels, norms, acc, aux["post_logits"]), out
+
+
 def train_sequence(llm_config, layout: SiteLayout, hp: EditorHParams, n_answer: int, params, nets,
                    norms, batches):
     """Scans the training sequence; returns `(accumulated clipped grads, norms', per-step outputs)`.
 
     `batches` is a `StepBatches` with leading axis T.
     """
-    depth = hp.back_depth
-    decay = hp.time_decay ** jnp.arange(depth, dtype=jnp.float32)
-    m, b, _ = batches.unrel.input_ids.shape[1:]
-    vocab = llm_config.vocab_size
-
-    def step(carry, t):
-        kernels, norms, acc, prev_logp = carry
-        captures = es.capture_step(llm_config, params, kernels, layout, es.at_step(batches.edit, t), hp.token)
-        norms = es.update_norms(layout, norms, captures)
-        unrel_t = es.at_step(batches.unrel, t)
-        positions, _ = losses.answer_positions(unrel_t.labels, n_answer)
-        fresh = losses.answer_log_probs(
-            es.forward_kind(llm_config, es.edited_params(llm_config, params, kernels), unrel_t), positions)
-        pre_logp = jnp.concatenate([fresh[None], prev_logp[:-1]], axis=0)
-        weights = jnp.where(t - jnp.arange(depth) >= 0, decay, 0.0)
-        window = (_window(batches.equiv, t, depth), _window(batches.unrel, t, depth))
-        (loss, aux), grads = jax.value_and_grad(step_loss, has_aux=True)(
-            nets, llm_config=llm_config, layout=layout, hp=hp, params=params, kernels=kernels,
-            norms=norms, captures=captures, window=window, pre_logp=pre_logp, weights=weights,
-            n_answer=n_answer)
-        acc, acc_norm = clip_accumulated(jax.tree.map(jnp.add, acc, grads), hp.max_grad_norm)
-        kernels = es.apply_factors(kernels, aux["factors"])
-        out = {"loss": loss, "gen_loss": aux["gen_loss"], "loc_loss": aux["loc_loss"],
-               "reg": aux["reg"], "grad_norm": optax.global_norm(grads), "acc_norm": acc_norm,
-               "factors": aux["factors"]}
-        return (kernels, norms, acc, aux["post_logp"]), out
-
-    kernels = es.base_kernels(llm_config, layout, params)
-    acc = jax.tree.map(jnp.zeros_like, nets)
-    prev_logp = jnp.zeros((depth, m, b, n_answer, vocab), jnp.float32)
-    n_steps = batches.edit.input_ids.shape[0]
-    (_, norms, acc, _), outputs = jax.lax.scan(
-        step, (kernels, norms, acc, prev_logp), jnp.arange(n_steps))
-    return acc, norms, outputs
+    static = (llm_config, layout, hp, n_answer)
+    step = functools.partial(sequence_step, *static, params, nets, batches)
+    carry = initial_carry(*static, params, nets, norms, batches)
+    carry, outputs = jax.lax.scan(step, carry, jnp.arange(batches.edit.input_ids.shape[0]))
+    return carry.acc, carry.norms, outputs
 
 
 def train_epoch(llm_config, layout: SiteLayout, hp: EditorHParams, n_answer: int, params, nets,
