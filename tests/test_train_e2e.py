@@ -14,6 +14,7 @@ from rledit_jax import train_lib
 from rledit_jax.editor import reference_io
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 
 
 def tiny_config(**overrides):
