@@ -9,23 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.char_tokenizer import CharTokenizer
 from rledit_jax.data import Fact, Pair, StepBatches, build_step_batches
 
 PAD = 0
-
-
-class CharTokenizer:
-    vocab_size = 0x110001
-    pad_token_id = PAD
-
-    def __init__(self, prefix: tuple[int, ...] = ()):
-        self.prompt_prefix_ids = prefix
-
-    def encode(self, text):
-        return [ord(c) + 1 for c in text]
-
-    def decode(self, ids):
-        return "".join(chr(i - 1) for i in ids)
 
 
 def expected_row(

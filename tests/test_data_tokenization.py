@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.char_tokenizer import CharTokenizer
 from rledit_jax.data import (
     Fact,
     Pair,
@@ -201,22 +202,6 @@ def write_generated(directory: Path, filename: str) -> tuple[str, Path, Fact]:
     text = json.dumps(row) + "\n" if path.suffix == ".jsonl" else json.dumps([row])
     path.write_text(text, encoding="utf-8")
     return name, path, fact
-
-
-class CharTokenizer:
-    """Test oracle: one token per character (code point + 1), 0 is padding."""
-
-    vocab_size = 0x110001
-    pad_token_id = 0
-
-    def __init__(self, prefix: tuple[int, ...] = ()):
-        self.prompt_prefix_ids = prefix
-
-    def encode(self, text):
-        return [ord(c) + 1 for c in text]
-
-    def decode(self, ids):
-        return "".join(chr(i - 1) for i in ids)
 
 
 def char_tensors(prompt: str, answer: str, old: str | None = None) -> dict:
