@@ -68,7 +68,9 @@ def default_config() -> ml_collections.ConfigDict:
     # Edit steps per training sequence.
     config.train.num_seq = 20
     config.train.seed = 0
-    # "reference": gradient only through the current step's shift (DESIGN.md section 3).
+    # "reference": gradient only through the current step's shift, accumulated and clipped per step
+    # (DESIGN.md section 3); "unrolled": through the whole edit trajectory, keys/value-gradients held
+    # constant; "unrolled_second_order": through them too (DESIGN.md section 4).
     config.train.gradient = "reference"
 
     config.eval = ml_collections.ConfigDict()

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from rledit_jax import models
+from rledit_jax.dtypes import working_float
 
 IGNORE = -100
 
@@ -32,7 +33,7 @@ class SiteCapture(NamedTuple):
 def masked_cross_entropy(logits, labels):
     """Mean CE over positions with `labels != -100` (0 when there are none). `logits` `[..., V]`."""
     valid = labels != IGNORE
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    logp = jax.nn.log_softmax(logits.astype(working_float()), axis=-1)
     nll = -jnp.take_along_axis(logp, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
     return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
 
@@ -67,8 +68,8 @@ def capture_with_loss(config, params, sites, batch, token: str = "ans", loss_fn=
     mask = row_mask(batch, token).reshape(b * t)
     out = {}
     for site in sites:
-        k = keys[site].reshape(b * t, -1).astype(jnp.float32)
-        g = grads[site].reshape(b * t, -1).astype(jnp.float32)
+        k = keys[site].reshape(b * t, -1).astype(working_float())
+        g = grads[site].reshape(b * t, -1).astype(working_float())
         out[site] = SiteCapture(
             keys=jnp.where(mask[:, None], k, 0.0),
             value_grads=jnp.where(mask[:, None], g, 0.0),

@@ -23,7 +23,7 @@ import tqdm
 from absl import logging
 
 from rledit_jax import data, models
-from rledit_jax.editor import evaluation, reference_io, training
+from rledit_jax.editor import epoch, evaluation, reference_io, training
 from rledit_jax.editor.sites import make_layout
 
 DATASET_METRIC = {"zsre": "token", "fever": "token", "counterfact": "counterfact"}
@@ -119,8 +119,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     """Runs the job described by `config`; returns the final metrics (also in `workdir/metrics.json`)."""
     if config.data.name not in DATASET_METRIC:
         raise ValueError(f"data.name must be one of {sorted(DATASET_METRIC)}, got {config.data.name!r}")
-    if config.train.gradient != "reference":
-        raise ValueError(f"train.gradient={config.train.gradient!r} is not supported; use 'reference'")
+    if config.train.gradient not in epoch.GRADIENT_MODES:
+        raise ValueError(
+            f"train.gradient must be one of {epoch.GRADIENT_MODES}, got {config.train.gradient!r}")
     os.makedirs(workdir, exist_ok=True)
     _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
 
@@ -148,16 +149,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
     trace = {}
     start = time.time()
     with open(metrics_path, "w") as metrics_file:
-        for epoch in tqdm.trange(len(train_batches), desc="train sequences", unit="seq"):
-            nets, opt_state, norms, grads, out = training.train_epoch_jit(
-                llm_config, layout, hp, n_answer, params, nets, opt_state, norms, train_batches[epoch])
+        for e in tqdm.trange(len(train_batches), desc="train sequences", unit="seq"):
+            nets, opt_state, norms, grads, out = epoch.train_epoch_jit(
+                llm_config, layout, hp, n_answer, config.train.gradient, params, nets, opt_state,
+                norms, train_batches[e])
             scalars = {k: np.asarray(v) for k, v in out.items() if k != "factors"}
             for t in range(t_train):
-                row = {"epoch": epoch, "step": t, **{k: float(v[t]) for k, v in scalars.items()}}
+                # Per-step values, and per-sequence ones (the unrolled modes' gradient norm) repeated.
+                row = {"epoch": e, "step": t,
+                       **{k: float(v[t] if v.ndim else v) for k, v in scalars.items()}}
                 metrics_file.write(json.dumps(row) + "\n")
             metrics_file.flush()
             if not np.isfinite(scalars["loss"]).all():
-                raise FloatingPointError(f"non-finite training loss in sequence {epoch}; see {metrics_path}")
+                raise FloatingPointError(f"non-finite training loss in sequence {e}; see {metrics_path}")
     train_seconds = time.time() - start
     if config.trace:
         trace.update(_trace_arrays("train", layout, out["factors"]))

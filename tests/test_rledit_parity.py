@@ -18,7 +18,7 @@ import torch
 
 from rledit_jax import data, models
 from rledit_jax.editor import edit_step as es
-from rledit_jax.editor import evaluation, reference_io, training
+from rledit_jax.editor import epoch, evaluation, reference_io, training
 from rledit_jax.editor.sites import make_layout
 from tests.oracle import torch_rledit as oracle
 from tests.tiny_hf import make_gptj
@@ -130,8 +130,8 @@ def test_training_sequence_matches_oracle(tmp_root, case):
 
     n_answer = training.n_answer_tokens(batches.unrel)
     opt_state = training.make_optimizer(hp).init(our_nets)
-    new_nets, _, new_norms, grads, out = training.train_epoch_jit(
-        llm_config, layout, hp, n_answer, params, our_nets, opt_state, our_norms, batches)
+    new_nets, _, new_norms, grads, out = epoch.train_epoch_jit(
+        llm_config, layout, hp, n_answer, "reference", params, our_nets, opt_state, our_norms, batches)
 
     for t, ref in enumerate(trace["steps"]):
         for site in spec["sites"]:

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from rledit_jax import models, probes
+from rledit_jax.dtypes import working_float
 from rledit_jax.editor import losses, normalizer, shift
 from rledit_jax.editor.sites import SiteLayout
 
@@ -106,4 +107,4 @@ def edit_step(llm_config, layout: SiteLayout, token: str, params, nets, kernels,
 
 def base_kernels(llm_config, layout: SiteLayout, params):
     """The sites' unedited kernels in float32 (edits accumulate in float32 even on bf16 models)."""
-    return {s: models.get_site(llm_config, params, s).astype(jnp.float32) for s in layout.names}
+    return {s: models.get_site(llm_config, params, s).astype(working_float()) for s in layout.names}

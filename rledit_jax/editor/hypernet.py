@@ -1,7 +1,7 @@
 """The RLEdit hypernetwork of one site weight shape `(d_in, d_out)` (DESIGN.md section 3 "Hypernetwork").
 
 All sites of a shape share one network; site `i` of the group selects its own rows of the per-site
-tables. With width = d_in + d_out, the params pytree (all float32) is
+tables. With width = d_in + d_out, the params pytree (all in the working float, float32) is
 
   {"blocks": [{"A":     [width, rank],
                "B":     [rank, width],
@@ -19,6 +19,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from rledit_jax.dtypes import working_float
+
 Params = dict[str, Any]  # Layout in the module docstring.
 
 
@@ -27,20 +29,21 @@ def init_hypernet(
 ) -> Params:
     """A ~ N(0, 1), B = 0, bias = 0, scale = 1, shift = 0, lr = `lr`, lamda = 0: the identity map."""
     width = d_in + d_out
+    f = working_float()
     blocks = [
         {
-            "A": jax.random.normal(k, (width, rank), jnp.float32),
-            "B": jnp.zeros((rank, width), jnp.float32),
-            "bias": jnp.zeros((width,), jnp.float32),
-            "scale": jnp.ones((n_sites, width), jnp.float32),
-            "shift": jnp.zeros((n_sites, width), jnp.float32),
+            "A": jax.random.normal(k, (width, rank), f),
+            "B": jnp.zeros((rank, width), f),
+            "bias": jnp.zeros((width,), f),
+            "scale": jnp.ones((n_sites, width), f),
+            "shift": jnp.zeros((n_sites, width), f),
         }
         for k in jax.random.split(key, n_blocks)
     ]
     return {
         "blocks": blocks,
-        "lr": jnp.full((n_sites,), lr, jnp.float32),
-        "lamda": jnp.zeros((n_sites,), jnp.float32),
+        "lr": jnp.full((n_sites,), lr, f),
+        "lamda": jnp.zeros((n_sites,), f),
     }
 
 

@@ -8,6 +8,8 @@ micro-batch without any), returned per micro-batch as `[..., M]`; callers sum ov
 import jax
 import jax.numpy as jnp
 
+from rledit_jax.dtypes import working_float
+
 IGNORE = -100
 
 
@@ -20,7 +22,7 @@ def _per_micro_batch_mean(values, valid):
 def micro_batch_cross_entropy(logits, labels):
     """Mean CE over `labels != -100` of each micro-batch -> `[..., M]`."""
     valid = labels != IGNORE
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    logp = jax.nn.log_softmax(logits.astype(working_float()), axis=-1)
     nll = -jnp.take_along_axis(logp, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
     return _per_micro_batch_mean(nll, valid)
 
@@ -37,8 +39,8 @@ def answer_positions(labels, n_answer: int):
 
 
 def answer_logits(logits, positions):
-    """Logits at the answer positions: `[..., L, V]`, `[..., A]` -> `[..., A, V]` float32."""
-    return jnp.take_along_axis(logits, positions[..., None], axis=-2).astype(jnp.float32)
+    """Logits at the answer positions: `[..., L, V]`, `[..., A]` -> `[..., A, V]` (working float)."""
+    return jnp.take_along_axis(logits, positions[..., None], axis=-2).astype(working_float())
 
 
 def micro_batch_kl(logits_before, logits_after, valid):

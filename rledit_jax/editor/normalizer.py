@@ -15,6 +15,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from rledit_jax.dtypes import working_float
+
 EPS = float(jnp.finfo(jnp.float32).eps)
 
 
@@ -28,8 +30,8 @@ class NormState:
 
 def init(width: int) -> NormState:
     """All-zero statistics for rows of `width` features."""
-    zeros = jnp.zeros((width,), jnp.float32)
-    return NormState(n=jnp.zeros((), jnp.float32), mean=zeros, m2=zeros, std=zeros)
+    zeros = jnp.zeros((width,), working_float())
+    return NormState(n=jnp.zeros((), working_float()), mean=zeros, m2=zeros, std=zeros)
 
 
 def update(state: NormState, x: jax.Array, row_mask: jax.Array) -> NormState:
@@ -46,8 +48,8 @@ def update(state: NormState, x: jax.Array, row_mask: jax.Array) -> NormState:
     Masked rows have no influence, even when they hold inf/NaN.
     """
     valid = row_mask[:, None]
-    x = jnp.where(valid, x.astype(jnp.float32), 0.0)
-    m = jnp.sum(row_mask, dtype=jnp.float32)
+    x = jnp.where(valid, x.astype(working_float()), 0.0)
+    m = jnp.sum(row_mask, dtype=working_float())
     mean_b = jnp.sum(x, axis=0) / jnp.maximum(m, 1.0)
     sq_dev = jnp.sum(jnp.where(valid, (x - mean_b) ** 2, 0.0), axis=0)
     # Unbiased variance; for m = 1 the sum of squared deviations is exactly 0, so var_b = 0.

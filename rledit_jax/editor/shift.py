@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import cho_factor, cho_solve
 
+from rledit_jax.dtypes import working_float
 from rledit_jax.editor.hypernet import Params, apply_hypernet, site_row
 from rledit_jax.editor.normalizer import NormState, normalize
 
@@ -39,8 +40,8 @@ def shift_factors(
             f"{value_grads.shape}, {row_mask.shape}"
         )
     valid = row_mask[:, None]
-    k = jnp.where(valid, keys.astype(jnp.float32), 0.0)
-    g = jnp.where(valid, value_grads.astype(jnp.float32), 0.0)
+    k = jnp.where(valid, keys.astype(working_float()), 0.0)
+    g = jnp.where(valid, value_grads.astype(working_float()), 0.0)
     h = apply_hypernet(params, normalize(norm_state, jnp.concatenate([k, g], axis=-1)), site_index)
     k_tilde, g_tilde = jnp.split(h, [k.shape[1]], axis=-1)
     coeff = -site_row(params["lr"], site_index) * jnp.sum(k * k_tilde, axis=-1, keepdims=True)
@@ -48,7 +49,7 @@ def shift_factors(
     # The solve amplifies the Gram matrix's rounding error by its condition number, so the Gram matrix
     # is computed in full float32 even where the default matmul precision is TF32/bf16 passes.
     gram = jnp.matmul(k, k.T, precision=jax.lax.Precision.HIGHEST)
-    gram = gram + jnp.exp(site_row(params["lamda"], site_index)) * jnp.eye(k.shape[0], dtype=jnp.float32)
+    gram = gram + jnp.exp(site_row(params["lamda"], site_index)) * jnp.eye(k.shape[0], dtype=k.dtype)
     c = cho_solve(cho_factor(gram), d)
     return k, c
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from rledit_jax import models
+from rledit_jax.dtypes import working_float
 from rledit_jax.editor import edit_step as es
 from rledit_jax.editor import hypernet, losses, normalizer
 from rledit_jax.editor.sites import SiteLayout
@@ -73,7 +74,13 @@ def clip_accumulated(acc, max_norm: float):
     return jax.tree.map(lambda g: g * scale, acc), norm
 
 
-def _window(kind_batch, t, depth):
+def window_weights(t, depth: int, decay: float):
+    """`[depth]` time-decay weights of steps t, t-1, ..., t-depth+1 (0 before the sequence start)."""
+    weights = decay ** jnp.arange(depth, dtype=working_float())
+    return jnp.where(t - jnp.arange(depth) >= 0, weights, 0.0)
+
+
+def window_of(kind_batch, t, depth):
     """Steps t, t-1, ..., t-depth+1 of a `[T, M, B, L]` kind batch -> `[depth, M, B, L]` (clamped at 0)."""
     idx = jnp.maximum(t - jnp.arange(depth), 0)
     return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), kind_batch)
@@ -102,8 +109,7 @@ def step_loss(nets, *, llm_config, layout, hp, params, kernels, norms, captures,
     loc = jnp.sum(weights * losses.micro_batch_kl(pre_logits, post_logits, valid).sum(-1))
     reg = sum(shift_sq_norm(*f) for f in factors.values())
     loss = gen + hp.loc_coef * loc + hp.reg_coef * reg
-    aux = {"gen_loss": gen, "loc_loss": loc, "reg": reg, "factors": factors,
-           "post_logits": jax.lax.stop_gradient(post_logits)}
+    aux = {"gen_loss": gen, "loc_loss": loc, "reg": reg, "factors": factors, "post_logits": post_logits}
     return loss, aux
 
 
@@ -128,7 +134,7 @@ def initial_carry(llm_config, layout: SiteLayout, hp: EditorHParams, n_answer: i
         kernels=es.base_kernels(llm_config, layout, params),
         norms=norms,
         acc=jax.tree.map(jnp.zeros_like, nets),
-        prev_logits=jnp.zeros((hp.back_depth, m, b, n_answer, llm_config.vocab_size), jnp.float32),
+        prev_logits=jnp.zeros((hp.back_depth, m, b, n_answer, llm_config.vocab_size), working_float()),
     )
 
 
@@ -143,9 +149,8 @@ def sequence_step(llm_config, layout: SiteLayout, hp: EditorHParams, n_answer: i
     fresh = losses.answer_logits(
         es.forward_kind(llm_config, es.edited_params(llm_config, params, carry.kernels), unrel_t), positions)
     pre_logits = jnp.concatenate([fresh[None], carry.prev_logits[:-1]], axis=0)
-    decay = hp.time_decay ** jnp.arange(depth, dtype=jnp.float32)
-    weights = jnp.where(t - jnp.arange(depth) >= 0, decay, 0.0)
-    window = (_window(batches.equiv, t, depth), _window(batches.unrel, t, depth))
+    weights = window_weights(t, depth, hp.time_decay)
+    window = (window_of(batches.equiv, t, depth), window_of(batches.unrel, t, depth))
     (loss, aux), grads = jax.value_and_grad(step_loss, has_aux=True)(
         nets, llm_config=llm_config, layout=layout, hp=hp, params=params, kernels=carry.kernels,
         norms=norms, captures=captures, window=window, pre_logits=pre_logits, weights=weights,
@@ -168,14 +173,3 @@ def train_sequence(llm_config, layout: SiteLayout, hp: EditorHParams, n_answer: 
     carry = initial_carry(*static, params, nets, norms, batches)
     carry, outputs = jax.lax.scan(step, carry, jnp.arange(batches.edit.input_ids.shape[0]))
     return carry.acc, carry.norms, outputs
-
-
-def train_epoch(llm_config, layout: SiteLayout, hp: EditorHParams, n_answer: int, params, nets,
-                opt_state, norms, batches):
-    """One sequence and one Adam step: `(nets', opt_state', norms', grads, per-step outputs)`."""
-    grads, norms, outputs = train_sequence(llm_config, layout, hp, n_answer, params, nets, norms, batches)
-    updates, opt_state = make_optimizer(hp).update(grads, opt_state, nets)
-    return optax.apply_updates(nets, updates), opt_state, norms, grads, outputs
-
-
-train_epoch_jit = jax.jit(train_epoch, static_argnums=(0, 1, 2, 3))

@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rledit_jax.dtypes import working_float
 from rledit_jax.models import layers
 
 
@@ -197,8 +198,9 @@ class Attention(nn.Module):
         q, k, v = heads(dense("q_proj")(x)), heads(dense("k_proj")(x)), heads(dense("v_proj")(x))
         positions = jnp.arange(t)
         q, k = _rotary(q, positions, cfg.rotary_dim), _rotary(k, positions, cfg.rotary_dim)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q.astype(jnp.float32), k.astype(jnp.float32))
-        scores = scores / jnp.sqrt(jnp.float32(cfg.head_dim)) + bias
+        f = working_float()
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q.astype(f), k.astype(f))
+        scores = scores / jnp.sqrt(jnp.asarray(cfg.head_dim, f)) + bias
         probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
         out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, cfg.n_embd)
         return dense("out_proj")(out)
@@ -250,7 +252,7 @@ class Transformer(nn.Module):
         t = input_ids.shape[1]
         causal = jnp.tril(jnp.ones((t, t), dtype=bool))
         allowed = causal[None, None] & attention_mask.astype(bool)[:, None, None, :]
-        bias = jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
+        bias = jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min).astype(working_float())
         x = Layers(cfg, name="h")(x, bias)
         return layers.LayerNorm(cfg.layer_norm_epsilon, cfg.dtype, cfg.param_dtype, name="ln_f")(x)
 
@@ -265,4 +267,4 @@ class GPTJForCausalLM(nn.Module):
         logits = layers.Linear(
             cfg.vocab_size, use_bias=True, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name="lm_head"
         )(x)
-        return logits.astype(jnp.float32)
+        return logits.astype(working_float())

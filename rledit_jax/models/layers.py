@@ -12,6 +12,8 @@ stores its input there. `jax.grad` with respect to the zero probe is the value-g
 import flax.linen as nn
 import jax.numpy as jnp
 
+from rledit_jax.dtypes import working_float
+
 PROBES = "probes"
 KEYS = "keys"
 
@@ -42,7 +44,7 @@ class Linear(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """LayerNorm over the last axis, statistics always in float32, result in `dtype`."""
+    """LayerNorm over the last axis, statistics in the working float (float32), result in `dtype`."""
 
     epsilon: float
     dtype: jnp.dtype = jnp.float32
@@ -53,11 +55,11 @@ class LayerNorm(nn.Module):
         d = x.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (d,), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (d,), self.param_dtype)
-        x32 = x.astype(jnp.float32)
+        x32 = x.astype(working_float())
         mean = x32.mean(-1, keepdims=True)
         var = jnp.square(x32 - mean).mean(-1, keepdims=True)
         y = (x32 - mean) * jnp.reciprocal(jnp.sqrt(var + self.epsilon))
-        y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+        y = y * scale.astype(x32.dtype) + bias.astype(x32.dtype)
         return y.astype(self.dtype)
 
 

@@ -1,0 +1,363 @@
+"""PyTorch oracle for "gradients through the unrolled edit trajectory" (DESIGN.md section 4).
+
+Written for clarity, not speed, on top of the building blocks of ``tests/oracle/torch_rledit.py``
+(same conventions: HF torch causal LM, edit sites are ``nn.Linear`` named by HF module name, spec
+weight ``W = linear.weight.T``, a shift ``S`` (``d_in x d_out``) enters as ``weight + S.T``; a step
+is ``{"edit": [mb, ...], "equiv": [mb, ...], "unrel": [mb, ...]}``; ``cfg`` as in torch_rledit).
+
+The whole sequence is one differentiable function of the hypernetwork parameters::
+
+    W_0 = base weights
+    for t = 0..T-1:
+        K_t, G_t = capture(edit micro-batches of step t at W_t)   # as torch_rledit.capture
+        update the normalisers with (detached) [K_t; G_t]         # state, never differentiated
+        S_t      = hypernet(K_t, G_t)                             # every site
+        loss_t   = torch_rledit.step_loss_terms, W_t in place of the model's current weights:
+                   sum_{i < min(t+1, back_depth)} time_decay^i
+                       * [ sum_mb CE_{W_t+S_t}(equiv of step t-i)
+                           + loc_coef * sum_mb KL(p_{W_t} || p_{W_t+S_t})(unrel of step t-i) ]
+                   + reg_coef * sum_sites ||S_t||_F^2
+        W_{t+1}  = W_t + S_t                                      # NOT detached
+    total = sum_t loss_t
+
+Modes (what the gradient of ``total`` sees):
+
+* ``"unrolled"``: ``K_t, G_t`` are constants (their values at ``W_t``); ``W_t`` depends on the
+  hypernetwork through ``S_0..S_{t-1}``, and so does ``p_{W_t}`` (the KL's "before" distribution).
+* ``"unrolled_second_order"``: additionally ``K_t`` (site inputs under ``W_t``) and ``G_t``
+  (computed with ``torch.autograd.grad(..., create_graph=True)``) are differentiable functions of
+  ``W_t``.
+* ``"stop_carry"``: ``W_t`` is detached at every step (so is everything computed from it); the
+  gradient of ``total`` is the sum of the per-step reference gradients of
+  ``torch_rledit.train_sequence`` without clipping.
+
+No clipping and no optimizer step happen here: ``cfg.max_grad_norm`` is ignored.
+
+All modes produce the same forward values (shifts, losses, normaliser statistics); only the
+gradients differ. The model's stored parameters are never modified (every forward is a
+``torch.func.functional_call`` with a per-step parameter dict; site weights are passed detached from
+the model, so no gradient reaches the model).
+
+Normaliser state
+----------------
+``sequence_loss`` MUTATES the hypernetworks' normaliser buffers exactly like
+``torch_rledit.train_sequence`` (each step: every micro-batch, then every site in config order,
+merged from detached values). To evaluate the same sequence twice from the same state (finite
+differences, comparing modes), either ``copy.deepcopy(nets)`` before each call, or use
+``snapshot_normalisers(nets)`` / ``restore_normalisers(nets, snapshot)``.
+
+Options used by finite-difference checks:
+
+* ``frozen_captures``: per step, the per-micro-batch captures (the ``"captured"`` entry of a
+  previous result, format of ``torch_rledit.capture``). They replace the capture at ``W_t`` (the
+  normalisers are still updated from them, micro-batch by micro-batch). Makes the loss whose exact
+  gradient is the ``"unrolled"`` gradient. Not allowed with ``"unrolled_second_order"``.
+* ``frozen_norm_stats``: per step, normaliser statistics ``{net key: {n, mean, var, std}}`` (the
+  ``"norm_stats"`` entry of a previous result: stats after that step's updates). They are loaded
+  into the buffers instead of updating them. Since the statistics are state and not differentiated,
+  a finite difference of the plain loss (captures recomputed at perturbed weights) must hold them at
+  their unperturbed values to match the ``"unrolled_second_order"`` gradient: perturbing the
+  hypernetwork moves ``K_t, G_t`` for ``t >= 1`` and hence the statistics.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+try:
+    from tests.oracle import torch_rledit as orc
+except ImportError:  # rootdir-less import mode: tests/ itself is on sys.path
+    from oracle import torch_rledit as orc
+
+MODES = ("unrolled", "unrolled_second_order", "stop_carry")
+
+Captured = List[Dict[str, tuple]]  # per micro-batch: site -> (K_mb, G_mb)
+
+
+# --------------------------------------------------------------------------------------------------
+# Precision helper for finite-difference checks
+# --------------------------------------------------------------------------------------------------
+
+
+def _attn_model_dtype(self, query, key, value, attention_mask=None):
+    """``GPTJAttention._attn`` without its float32 cast of query and key."""
+    weights = torch.matmul(query, key.transpose(-1, -2)) / self.scale_attn
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = torch.softmax(weights, dim=-1).to(value.dtype)
+    weights = self.attn_dropout(weights)
+    return torch.matmul(weights, value), weights
+
+
+def full_precision_attention(model: nn.Module) -> nn.Module:
+    """Patch (per instance, in place) every eager GPT-J attention of ``model`` to compute q.k^T and
+    the softmax in the model's dtype. Returns ``model``.
+
+    HF's eager ``GPTJAttention._attn`` casts query and key to float32 ("to avoid overflow"), so a
+    "float64" GPT-J is only float32-accurate (~1e-7 relative) once an edit upstream of an attention
+    layer changes its input: central finite differences of the sequence loss are then dominated by
+    that noise. Call this on float64 test models before finite-difference checks.
+    """
+    import types
+
+    n = 0
+    for module in model.modules():
+        if type(module).__name__ == "GPTJAttention" and hasattr(module, "_attn"):
+            module._attn = types.MethodType(_attn_model_dtype, module)
+            n += 1
+    if n == 0:
+        raise ValueError("no eager GPTJAttention module found")
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
+# Normaliser snapshot / restore
+# --------------------------------------------------------------------------------------------------
+
+
+def snapshot_normalisers(nets: nn.ModuleDict) -> Dict[str, Dict[str, torch.Tensor]]:
+    """Copy of every net's normaliser buffers ``{net key: {n, mean, var, std}}``."""
+    return orc.normaliser_stats(nets)
+
+
+@torch.no_grad()
+def restore_normalisers(nets: nn.ModuleDict, stats: Dict[str, Dict[str, torch.Tensor]]) -> None:
+    """Load ``{net key: {n, mean, var, std}}`` into the normaliser buffers (in place)."""
+    for key, net in nets.items():
+        for name in ("n", "mean", "var", "std"):
+            getattr(net.normalizer, name).copy_(stats[key][name])
+
+
+# --------------------------------------------------------------------------------------------------
+# Building blocks at explicit weights
+# --------------------------------------------------------------------------------------------------
+
+
+def base_params(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """The model's parameters, detached (base weights W_0 and everything that is never edited)."""
+    return {name: p.detach() for name, p in model.named_parameters()}
+
+
+def params_with(base: Dict[str, torch.Tensor], site_weights: Dict[str, torch.Tensor]):
+    """``base`` with each edit site's HF-layout weight ``[d_out, d_in]`` replaced."""
+    params = dict(base)
+    for site, w in site_weights.items():
+        params[site + ".weight"] = w
+    return params
+
+
+def logits_at(model: nn.Module, params: Dict[str, torch.Tensor],
+              mb: Dict[str, Any]) -> torch.Tensor:
+    return torch.func.functional_call(
+        model, params, args=(),
+        kwargs=dict(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"],
+                    use_cache=False)).logits
+
+
+def capture_at(model: nn.Module, params: Dict[str, torch.Tensor], site_names: Sequence[str],
+               micro_batches: Sequence[Dict[str, Any]], token: str = "ans",
+               create_graph: bool = False) -> Captured:
+    """``torch_rledit.capture`` at explicit weights ``params``.
+
+    With ``create_graph=False`` the returned K, G are detached copies. With ``create_graph=True``
+    they keep their graph: K is the site input (a function of ``params``), G comes from
+    ``torch.autograd.grad(loss, site outputs, create_graph=True)``, so a later backward
+    differentiates through both (second order).
+    """
+    model.eval()
+    results = []
+    for mb in micro_batches:
+        inputs: Dict[str, torch.Tensor] = {}
+        outputs: Dict[str, torch.Tensor] = {}
+        handles = []
+        for site in site_names:
+            def hook(module, args, output, site=site):
+                if not output.requires_grad:  # leaf output (nothing upstream requires grad)
+                    output.requires_grad_(True)
+                inputs[site] = args[0]
+                outputs[site] = output
+            handles.append(orc.site_linear(model, site).register_forward_hook(hook))
+        try:
+            with torch.enable_grad():
+                logits = logits_at(model, params, mb)
+                loss = orc.mean_ce(logits, mb["labels"])
+                grads = torch.autograd.grad(loss, [outputs[s] for s in site_names],
+                                            allow_unused=True, create_graph=create_graph)
+        finally:
+            for h in handles:
+                h.remove()
+        mask = orc.row_mask(mb, token)
+        per_site = {}
+        for site, grad in zip(site_names, grads):
+            if grad is None:
+                grad = torch.zeros_like(outputs[site])
+            k, g = inputs[site][mask], grad[mask]
+            if not create_graph:
+                k, g = k.detach().clone(), g.detach().clone()
+            per_site[site] = (k, g)
+        results.append(per_site)
+    return results
+
+
+def predict_shift(net: orc.HyperNet, site_index: int, K: torch.Tensor,
+                  G: torch.Tensor) -> torch.Tensor:
+    """``torch_rledit.predict_shift`` without detaching K, G (the caller decides what is
+    constant)."""
+    d_in = net.d_in
+    out = net(torch.cat([K, G], dim=-1), site_index)
+    k_tilde = out[:, :d_in]
+    g_tilde = out[:, d_in:]
+    lr = net.lr.weight[site_index, 0]
+    lamda = net.lamda.weight[site_index, 0]
+    coeff = (K * k_tilde).sum(dim=-1, keepdim=True)  # <k_j, k~_j>, raw key
+    D = -lr * coeff * g_tilde
+    eye = torch.eye(d_in, dtype=K.dtype, device=K.device)
+    lhs = K.T @ K + torch.exp(lamda) * eye
+    rhs = K.T @ D
+    return torch.linalg.solve(lhs, rhs)
+
+
+def step_loss_terms_at(model: nn.Module, base: Dict[str, torch.Tensor],
+                       W_t: Dict[str, torch.Tensor], shifts: Dict[str, torch.Tensor],
+                       steps: Sequence[Dict[str, Any]], t: int,
+                       cfg) -> Dict[str, torch.Tensor]:
+    """``torch_rledit.step_loss_terms`` with the site weights ``W_t`` (HF layout, possibly carrying
+    a graph) instead of the model's current weights; the KL's "before" logits are computed at
+    ``W_t`` with autograd on, so they are differentiable whenever ``W_t`` is."""
+    back_depth = orc._cfg(cfg, "back_depth")
+    time_decay = orc._cfg(cfg, "time_decay")
+    loc_coef = orc._cfg(cfg, "loc_coef")
+    reg_coef = orc._cfg(cfg, "reg_coef")
+
+    params_before = params_with(base, W_t)
+    params_after = params_with(base, {s: W_t[s] + S.T for s, S in shifts.items()})
+    zero = next(iter(base.values())).new_zeros(())
+    gen = zero.clone()
+    loc = zero.clone()
+    for i in range(min(t + 1, back_depth)):
+        past = steps[t - i]
+        weight = time_decay**i
+        gen_i = zero.clone()
+        for mb in past["equiv"]:
+            gen_i = gen_i + orc.mean_ce(logits_at(model, params_after, mb), mb["labels"])
+        loc_i = zero.clone()
+        for mb in past["unrel"]:
+            before = logits_at(model, params_before, mb)
+            loc_i = loc_i + orc.kl_before_after(before, logits_at(model, params_after, mb),
+                                                mb["labels"])
+        gen = gen + weight * gen_i
+        loc = loc + weight * loc_i
+    reg = zero.clone()
+    for S in shifts.values():
+        reg = reg + (S**2).sum()
+    total = gen + loc_coef * loc + reg_coef * reg
+    return {"gen_loss": gen, "loc_loss": loc, "reg": reg, "loss": total}
+
+
+# --------------------------------------------------------------------------------------------------
+# Sequence loss and gradients
+# --------------------------------------------------------------------------------------------------
+
+
+def sequence_loss(model: nn.Module, nets: nn.ModuleDict, steps: Sequence[Dict[str, Any]],
+                  site_names: Sequence[str], cfg=None, mode: str = "unrolled", *,
+                  frozen_captures: Optional[Sequence[Captured]] = None,
+                  frozen_norm_stats: Optional[Sequence[Dict[str, Dict[str, torch.Tensor]]]] = None,
+                  ) -> Dict[str, Any]:
+    """Loss of a whole edit sequence from the base weights (module docstring for the semantics).
+
+    Mutates the nets' normaliser buffers (snapshot / restore them, or deep-copy the nets, to rerun).
+
+    Returns a dict:
+
+    * ``total``: 0-d tensor, ``sum_t loss[t]``, differentiable w.r.t. ``nets.parameters()``;
+    * ``loss``, ``gen_loss``, ``loc_loss``, ``reg``: per-step lists of 0-d tensors (with graph;
+      same meaning as ``torch_rledit.step_loss_terms``: ``loc_loss`` without ``loc_coef``);
+    * ``shifts``: per-step ``{site: S_t}`` (``d_in x d_out``, with graph);
+    * ``K``, ``G``: per-step ``{site: stacked keys / value-grads}`` (detached);
+    * ``captured``: per-step per-micro-batch captures (detached; usable as ``frozen_captures``);
+    * ``norm_stats``: per-step normaliser stats after the step's updates (usable as
+      ``frozen_norm_stats``).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    if frozen_captures is not None and mode == "unrolled_second_order":
+        raise ValueError("frozen_captures makes K, G constants: "
+                         "it contradicts unrolled_second_order")
+    T = len(steps)
+    if frozen_captures is not None and len(frozen_captures) != T:
+        raise ValueError("frozen_captures needs one entry per step")
+    if frozen_norm_stats is not None and len(frozen_norm_stats) != T:
+        raise ValueError("frozen_norm_stats needs one entry per step")
+
+    model.eval()
+    token = orc._cfg(cfg, "token")
+    assignment = orc.site_assignment(model, site_names)
+    base = base_params(model)
+    W = {s: base[s + ".weight"] for s in site_names}  # W_0, HF layout [d_out, d_in]
+    second_order = mode == "unrolled_second_order"
+
+    out: Dict[str, Any] = {k: [] for k in ("loss", "gen_loss", "loc_loss", "reg", "shifts",
+                                            "K", "G", "captured", "norm_stats")}
+    with torch.enable_grad():
+        for t in range(T):
+            W_t = {s: w.detach() for s, w in W.items()} if mode == "stop_carry" else W
+            # 1. capture at W_t
+            if frozen_captures is not None:
+                captured = [{s: (k.detach(), g.detach()) for s, (k, g) in per_site.items()}
+                            for per_site in frozen_captures[t]]
+            elif second_order:
+                captured = capture_at(model, params_with(base, W_t), site_names, steps[t]["edit"],
+                                      token, create_graph=True)
+            else:
+                W_const = {s: w.detach() for s, w in W_t.items()}
+                captured = capture_at(model, params_with(base, W_const), site_names,
+                                      steps[t]["edit"], token, create_graph=False)
+            detached = [{s: (k.detach().clone(), g.detach().clone())
+                         for s, (k, g) in per_site.items()} for per_site in captured]
+            # 2. normaliser state (always from detached values)
+            if frozen_norm_stats is not None:
+                restore_normalisers(nets, frozen_norm_stats[t])
+            else:
+                orc.update_normalisers(nets, assignment, site_names, detached)
+            # 3. shifts
+            KG = orc.stack_captured(captured, site_names)
+            shifts = {}
+            for site in site_names:
+                key, idx = assignment[site]
+                K, G = KG[site]
+                shifts[site] = predict_shift(nets[key], idx, K, G)
+            # 4. step loss at W_t
+            terms = step_loss_terms_at(model, base, W_t, shifts, steps, t, cfg)
+            for name in ("loss", "gen_loss", "loc_loss", "reg"):
+                out[name].append(terms[name])
+            out["shifts"].append(shifts)
+            out["K"].append({s: KG[s][0].detach().clone() for s in site_names})
+            out["G"].append({s: KG[s][1].detach().clone() for s in site_names})
+            out["captured"].append(detached)
+            out["norm_stats"].append(orc.normaliser_stats(nets))
+            # 5. carry: W_{t+1} = W_t + S_t (with graph; stop_carry detaches at the next use)
+            W = {s: W_t[s] + shifts[s].T for s in site_names}
+        total = out["loss"][0]
+        for loss in out["loss"][1:]:
+            total = total + loss
+    out["total"] = total
+    return out
+
+
+def sequence_grads(model: nn.Module, nets: nn.ModuleDict, steps: Sequence[Dict[str, Any]],
+                   site_names: Sequence[str], cfg=None, mode: str = "unrolled",
+                   **kwargs) -> Dict[str, torch.Tensor]:
+    """``{param name: d total / d param}`` over ``nets.named_parameters()`` (zeros where no path).
+
+    ``kwargs`` go to ``sequence_loss`` (``frozen_captures``, ``frozen_norm_stats``). Mutates the
+    normaliser buffers like ``sequence_loss``. ``.grad`` of the params is left untouched.
+    """
+    res = sequence_loss(model, nets, steps, site_names, cfg, mode, **kwargs)
+    named = list(nets.named_parameters())
+    grads = torch.autograd.grad(res["total"], [p for _, p in named], allow_unused=True)
+    return {name: (g.detach().clone() if g is not None else torch.zeros_like(p))
+            for (name, p), g in zip(named, grads)}
