@@ -141,7 +141,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     train_batches = [jax.tree.map(lambda x, e=e: x[e * t_train:(e + 1) * t_train], all_train)
                      for e in range(len(train_streams))]
     eval_batches = _step_batches(config, tokenizer, eval_facts, eval_stream, max_length)
-    n_answer = training.n_answer_tokens(all_train.unrel)
+    lengths = training.AnswerLengths.of(all_train)
 
     nets, norms = initial_editor(config, layout, hp)
     opt_state = training.make_optimizer(hp).init(nets)
@@ -151,7 +151,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     with open(metrics_path, "w") as metrics_file:
         for e in tqdm.trange(len(train_batches), desc="train sequences", unit="seq"):
             nets, opt_state, norms, grads, out = epoch.train_epoch_jit(
-                llm_config, layout, hp, n_answer, config.train.gradient, params, nets, opt_state,
+                llm_config, layout, hp, lengths, config.train.gradient, params, nets, opt_state,
                 norms, train_batches[e])
             scalars = {k: np.asarray(v) for k, v in out.items() if k != "factors"}
             for t in range(t_train):
@@ -176,7 +176,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     start = time.time()
     scores, _, norms, eval_factors = evaluation.evaluate_jit(
-        llm_config, layout, hp.token, DATASET_METRIC[config.data.name], params, nets, norms, eval_batches)
+        llm_config, layout, hp.token, DATASET_METRIC[config.data.name],
+        training.AnswerLengths.of(eval_batches).edit, params, nets, norms, eval_batches)
     metrics = {k: float(v) for k, v in scores.items()}
     metrics.update(
         train_seconds=train_seconds, eval_seconds=time.time() - start,

@@ -128,10 +128,10 @@ def test_training_sequence_matches_oracle(tmp_root, case):
                                       loc_coef=hp.loc_coef, reg_coef=hp.reg_coef,
                                       max_grad_norm=hp.max_grad_norm, token=hp.token))
 
-    n_answer = training.n_answer_tokens(batches.unrel)
+    lengths = training.AnswerLengths.of(batches)
     opt_state = training.make_optimizer(hp).init(our_nets)
     new_nets, _, new_norms, grads, out = epoch.train_epoch_jit(
-        llm_config, layout, hp, n_answer, "reference", params, our_nets, opt_state, our_norms, batches)
+        llm_config, layout, hp, lengths, "reference", params, our_nets, opt_state, our_norms, batches)
 
     for t, ref in enumerate(trace["steps"]):
         for site in spec["sites"]:
@@ -165,8 +165,7 @@ def test_scan_equals_python_loop(tmp_root):
         tmp_root, spec["sites"], spec["n_edits"], spec["batch_size"], spec["n_steps"], 0.5, 0)
     hp = hparams(**spec["hp"])
     our_nets, norms = ours_from_oracle(nets)
-    n_answer = training.n_answer_tokens(batches.unrel)
-    static = (llm_config, layout, hp, n_answer)
+    static = (llm_config, layout, hp, training.AnswerLengths.of(batches))
     acc, scan_norms, scanned = jax.jit(training.train_sequence, static_argnums=(0, 1, 2, 3))(
         *static, params, our_nets, norms, batches)
 
@@ -188,7 +187,8 @@ def test_evaluation_matches_oracle(tmp_root, metric):
     ref = oracle.evaluate(torch_model, nets, to_oracle_steps(batches), list(sites),
                           oracle.OracleConfig(token="ans"), metric=metric)
     scores, rows, norms, factors = evaluation.evaluate_jit(
-        llm_config, layout, "ans", metric, params, our_nets, our_norms, batches)
+        llm_config, layout, "ans", metric, training.AnswerLengths.of(batches).edit, params, our_nets,
+        our_norms, batches)
     for t, ref_shifts in enumerate(ref["shifts"]):
         for site in sites:
             k, c = (np.asarray(x[t]) for x in factors[site])

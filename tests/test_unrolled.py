@@ -36,7 +36,7 @@ def problem(n_steps, dtype="float32", seed=0):
     leaves, tree = jax.tree.flatten(nets)
     keys = jax.random.split(jax.random.PRNGKey(seed + 2), len(leaves))
     nets = tree.unflatten([x + 0.05 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)])
-    static = (config, layout, hp, training.n_answer_tokens(batches.unrel))
+    static = (config, layout, hp, training.AnswerLengths.of(batches))
     return static, params, nets, training.init_norms(layout), batches
 
 
@@ -50,9 +50,9 @@ def grads_of(mode, static, params, nets, norms, batches):
 
 def plain_sequence_loss(nets, static, params, norms, batches, second_order):
     """sum_t loss_t by a differentiable scan: autodiff stores every step (fine at this size)."""
-    config, layout, hp, n_answer = static
+    config, layout, hp, lengths = static
     objective = functools.partial(
-        unrolled.step_objective, llm_config=config, layout=layout, hp=hp, n_answer=n_answer,
+        unrolled.step_objective, llm_config=config, layout=layout, hp=hp, lengths=lengths,
         params=params, batches=batches, second_order=second_order)
 
     def step(carry, t):

@@ -9,7 +9,8 @@ Names used throughout the editor:
 - A kind batch `[M, B, L]`: M micro-batches of B rows of L tokens (`input_ids`, `attention_mask`,
   `labels`), as `rledit_jax.data.KindBatch` lays them out.
 - `factors`: `{site: (K [N, d_in], C [N, d_out])}` with the site's shift `S = K^T C`, N = M * B * L
-  (rows outside the capture mask are zero in K and contribute nothing).
+  or M * B * A (answer rows only, see `capture_step`); rows outside the capture mask are zero in K and
+  contribute nothing.
 """
 
 import jax
@@ -46,12 +47,16 @@ def forward_kind(llm_config, params, batch):
     return logits.reshape(*lead, -1)
 
 
-def capture_step(llm_config, params, kernels, layout: SiteLayout, batch, token: str):
+def capture_step(llm_config, params, kernels, layout: SiteLayout, batch, token: str,
+                 answer_rows: int | None = None):
     """Keys/value-gradients of a step's edit micro-batches under `kernels`.
 
     One forward/backward over all M micro-batches at once: the loss is the sum of the micro-batch mean
     CEs, so every row's gradient is exactly that of its own micro-batch's loss. Returns
-    `{site: SiteCapture}` with arrays `[M, B * L, d]` and `row_mask` `[M, B * L]`.
+    `{site: SiteCapture}` with arrays `[M, R, d]` and `row_mask` `[M, R]`: R = B * L rows, or with
+    `token="ans"` and `answer_rows` (static, at least the longest answer) only each example's answer
+    positions, R = B * answer_rows. Dropping rows outside the mask changes no result (they are zero)
+    but makes every shift's factors, and their N x N solve, that much smaller.
     """
     m, b, l = batch.input_ids.shape
 
@@ -62,6 +67,17 @@ def capture_step(llm_config, params, kernels, layout: SiteLayout, batch, token: 
         llm_config, edited_params(llm_config, params, kernels), layout.names,
         flatten_micro_batches(batch), token, loss_fn,
     )
+    if token == "ans" and answer_rows is not None:
+        positions, valid = losses.answer_positions(batch.labels, answer_rows)  # [M, B, A]
+        rows = (jnp.arange(b)[None, :, None] * l + positions).reshape(m * b * answer_rows)
+        rows = rows + jnp.repeat(jnp.arange(m) * b * l, b * answer_rows)
+        valid = valid.reshape(m, b * answer_rows)
+        return {site: probes.SiteCapture(
+                    keys=jnp.where(valid[..., None], cap.keys[rows].reshape(m, b * answer_rows, -1), 0.0),
+                    value_grads=jnp.where(valid[..., None],
+                                          cap.value_grads[rows].reshape(m, b * answer_rows, -1), 0.0),
+                    row_mask=valid)
+                for site, cap in captures.items()}
     return {site: jax.tree.map(lambda x: x.reshape(m, b * l, *x.shape[1:]), cap)
             for site, cap in captures.items()}
 
@@ -94,12 +110,13 @@ def apply_factors(kernels, factors):
     return {site: kernels[site] + factors[site][0].T @ factors[site][1] for site in kernels}
 
 
-def edit_step(llm_config, layout: SiteLayout, token: str, params, nets, kernels, norms, batch):
+def edit_step(llm_config, layout: SiteLayout, token: str, params, nets, kernels, norms, batch,
+              answer_rows: int | None = None):
     """Capture, update the normalisers, predict and apply every site's shift.
 
-    Returns `(kernels', norms', factors)`.
+    Returns `(kernels', norms', factors)`. `answer_rows`: see `capture_step`.
     """
-    captures = capture_step(llm_config, params, kernels, layout, batch, token)
+    captures = capture_step(llm_config, params, kernels, layout, batch, token, answer_rows)
     norms = update_norms(layout, norms, captures)
     factors = predict_factors(layout, nets, norms, captures)
     return apply_factors(kernels, factors), norms, factors

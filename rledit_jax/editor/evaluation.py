@@ -17,12 +17,16 @@ METRICS = ("token", "counterfact")
 SCORES = {"edit": "ES", "equiv": "GS", "unrel": "LS"}
 
 
-def edit_sequence(llm_config, layout: SiteLayout, token: str, params, nets, norms, batches):
-    """Applies every step's edits in order; returns `(kernels, norms', factors per step)`."""
+def edit_sequence(llm_config, layout: SiteLayout, token: str, answer_rows: int | None, params, nets, norms,
+                  batches):
+    """Applies every step's edits in order; returns `(kernels, norms', factors per step)`.
+
+    `answer_rows`: see `edit_step.capture_step`.
+    """
     def step(carry, t):
         kernels, norms = carry
         kernels, norms, factors = es.edit_step(
-            llm_config, layout, token, params, nets, kernels, norms, es.at_step(batches.edit, t))
+            llm_config, layout, token, params, nets, kernels, norms, es.at_step(batches.edit, t), answer_rows)
         return (kernels, norms), factors
 
     n_steps = batches.edit.input_ids.shape[0]
@@ -46,9 +50,10 @@ def row_scores(llm_config, params, kernels, kind_batch, metric: str):
     return jax.lax.map(score, kind_batch)
 
 
-def evaluate(llm_config, layout: SiteLayout, token: str, metric: str, params, nets, norms, batches):
+def evaluate(llm_config, layout: SiteLayout, token: str, metric: str, answer_rows: int | None, params, nets,
+             norms, batches):
     """`(scores {ES, GS, LS}, per-row scores {kind: [T, M, B]}, norms', factors per step)`."""
-    kernels, norms, factors = edit_sequence(llm_config, layout, token, params, nets, norms, batches)
+    kernels, norms, factors = edit_sequence(llm_config, layout, token, answer_rows, params, nets, norms, batches)
     rows, scores = {}, {}
     for kind, name in SCORES.items():
         kind_batch = getattr(batches, kind)
@@ -58,4 +63,4 @@ def evaluate(llm_config, layout: SiteLayout, token: str, metric: str, params, ne
     return scores, rows, norms, factors
 
 
-evaluate_jit = jax.jit(evaluate, static_argnums=(0, 1, 2, 3))
+evaluate_jit = jax.jit(evaluate, static_argnums=(0, 1, 2, 3, 4))

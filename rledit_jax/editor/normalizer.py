@@ -63,9 +63,16 @@ def update(state: NormState, x: jax.Array, row_mask: jax.Array) -> NormState:
         n=n,
         mean=state.mean + m * delta / safe_n,
         m2=m2,
-        std=jnp.sqrt(m2 / (safe_n - 1.0 + EPS)),
+        std=_sqrt0(m2 / (safe_n - 1.0 + EPS)),
     )
     return jax.tree.map(lambda new, old: jnp.where(m > 0, new, old), merged, state)
+
+
+def _sqrt0(x):
+    """sqrt with gradient 0 (not inf) at 0: a column without spread (e.g. after a single row) must not
+    turn the second-order trajectory gradient into NaN."""
+    positive = x > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
 
 
 def normalize(state: NormState, x: jax.Array) -> jax.Array:

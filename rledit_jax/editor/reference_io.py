@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
 
+from rledit_jax.dtypes import working_float
 from rledit_jax.editor.hypernet import Params
 from rledit_jax.editor.normalizer import NormState
 
@@ -103,7 +104,7 @@ def _parse(state: Mapping[str, object]) -> tuple[dict[Shape, Params], dict[Shape
         if match is None:
             problems.append(f"unexpected {name!r} (not '(d_in, d_out).<leaf>')")
             continue
-        groups.setdefault((int(match[1]), int(match[2])), {})[match[3]] = np.asarray(value, np.float32)
+        groups.setdefault((int(match[1]), int(match[2])), {})[match[3]] = np.asarray(value)
     if not state:
         problems.append("empty state dict")
     for shape, leaves in groups.items():
@@ -129,10 +130,10 @@ def _parse(state: Mapping[str, object]) -> tuple[dict[Shape, Params], dict[Shape
 def from_reference(state: Mapping[str, object]) -> tuple[dict[Shape, Params], dict[Shape, NormState]]:
     """Reference state dict (values array-like) -> (nets, norms) keyed by `(d_in, d_out)`.
 
-    Values are cast to float32. Raises ValueError listing every unparseable, missing, unexpected or
-    misshapen name.
+    Values are cast to the working float (float32; float64 under `jax_enable_x64`). Raises ValueError
+    listing every unparseable, missing, unexpected or misshapen name.
     """
-    return jax.tree.map(jnp.asarray, _parse(state))
+    return jax.tree.map(lambda x: jnp.asarray(x, working_float()), _parse(state))
 
 
 def to_reference(nets: Mapping[Shape, Params], norms: Mapping[Shape, NormState]) -> dict[str, np.ndarray]:

@@ -92,7 +92,7 @@ def shift_sq_norm(k, c):
 
 
 def step_loss(nets, *, llm_config, layout, hp, params, kernels, norms, captures, window, pre_logits,
-              weights, n_answer):
+              weights, n_answer: int):
     """The step loss of DESIGN.md section 3 on `kernels + S(nets)`, shared by all gradient modes.
 
     `window`: the equiv/unrel kind batches of steps t..t-D+1 (`[D, M, B, L]`), `weights` `[D]` the
@@ -113,9 +113,21 @@ def step_loss(nets, *, llm_config, layout, hp, params, kernels, norms, captures,
     return loss, aux
 
 
-def n_answer_tokens(kind_batch) -> int:
-    """The longest answer (in tokens) of a kind batch: the static answer-axis size of the KL."""
-    return max(1, int((kind_batch.labels != losses.IGNORE).sum(-1).max()))
+@dataclasses.dataclass(frozen=True)
+class AnswerLengths:
+    """Longest answer, in tokens, of the edit and unrel kinds of a run's batches (static sizes).
+
+    `edit` bounds the rows captured per example (`token="ans"`); `unrel` is the answer axis of the
+    locality KL.
+    """
+
+    edit: int
+    unrel: int
+
+    @classmethod
+    def of(cls, batches) -> "AnswerLengths":
+        longest = lambda kind: max(1, int((kind.labels != losses.IGNORE).sum(-1).max()))
+        return cls(edit=longest(batches.edit), unrel=longest(batches.unrel))
 
 
 class SequenceCarry(NamedTuple):
@@ -127,25 +139,27 @@ class SequenceCarry(NamedTuple):
     prev_logits: jax.Array  # [D, M, B, A, V] post-shift answer logits of the last window's unrel
 
 
-def initial_carry(llm_config, layout: SiteLayout, hp: EditorHParams, n_answer: int, params, nets,
+def initial_carry(llm_config, layout: SiteLayout, hp: EditorHParams, lengths: AnswerLengths, params, nets,
                   norms, batches) -> SequenceCarry:
     m, b = batches.unrel.input_ids.shape[1:3]
     return SequenceCarry(
         kernels=es.base_kernels(llm_config, layout, params),
         norms=norms,
         acc=jax.tree.map(jnp.zeros_like, nets),
-        prev_logits=jnp.zeros((hp.back_depth, m, b, n_answer, llm_config.vocab_size), working_float()),
+        prev_logits=jnp.zeros((hp.back_depth, m, b, lengths.unrel, llm_config.vocab_size),
+                              working_float()),
     )
 
 
-def sequence_step(llm_config, layout: SiteLayout, hp: EditorHParams, n_answer: int, params, nets,
+def sequence_step(llm_config, layout: SiteLayout, hp: EditorHParams, lengths: AnswerLengths, params, nets,
                   batches, carry: SequenceCarry, t):
     """Training step `t` of the sequence: `(carry', per-step outputs)` (the body of the scan)."""
     depth = hp.back_depth
-    captures = es.capture_step(llm_config, params, carry.kernels, layout, es.at_step(batches.edit, t), hp.token)
+    captures = es.capture_step(llm_config, params, carry.kernels, layout, es.at_step(batches.edit, t),
+                               hp.token, lengths.edit)
     norms = es.update_norms(layout, carry.norms, captures)
     unrel_t = es.at_step(batches.unrel, t)
-    positions, _ = losses.answer_positions(unrel_t.labels, n_answer)
+    positions, _ = losses.answer_positions(unrel_t.labels, lengths.unrel)
     fresh = losses.answer_logits(
         es.forward_kind(llm_config, es.edited_params(llm_config, params, carry.kernels), unrel_t), positions)
     pre_logits = jnp.concatenate([fresh[None], carry.prev_logits[:-1]], axis=0)
@@ -154,7 +168,7 @@ def sequence_step(llm_config, layout: SiteLayout, hp: EditorHParams, n_answer: i
     (loss, aux), grads = jax.value_and_grad(step_loss, has_aux=True)(
         nets, llm_config=llm_config, layout=layout, hp=hp, params=params, kernels=carry.kernels,
         norms=norms, captures=captures, window=window, pre_logits=pre_logits, weights=weights,
-        n_answer=n_answer)
+        n_answer=lengths.unrel)
     acc, acc_norm = clip_accumulated(jax.tree.map(jnp.add, carry.acc, grads), hp.max_grad_norm)
     out = {"loss": loss, "gen_loss": aux["gen_loss"], "loc_loss": aux["loc_loss"], "reg": aux["reg"],
            "grad_norm": optax.tree.norm(grads), "acc_norm": acc_norm, "factors": aux["factors"]}
@@ -162,13 +176,13 @@ def sequence_step(llm_config, layout: SiteLayout, hp: EditorHParams, n_answer: i
     return SequenceCarry(kernels, norms, acc, aux["post_logits"]), out
 
 
-def train_sequence(llm_config, layout: SiteLayout, hp: EditorHParams, n_answer: int, params, nets,
+def train_sequence(llm_config, layout: SiteLayout, hp: EditorHParams, lengths: AnswerLengths, params, nets,
                    norms, batches):
     """Scans the training sequence; returns `(accumulated clipped grads, norms', per-step outputs)`.
 
     `batches` is a `StepBatches` with leading axis T.
     """
-    static = (llm_config, layout, hp, n_answer)
+    static = (llm_config, layout, hp, lengths)
     step = functools.partial(sequence_step, *static, params, nets, batches)
     carry = initial_carry(*static, params, nets, norms, batches)
     carry, outputs = jax.lax.scan(step, carry, jnp.arange(batches.edit.input_ids.shape[0]))

@@ -37,39 +37,40 @@ from rledit_jax.dtypes import working_float
 from rledit_jax.editor import edit_step as es
 from rledit_jax.editor import losses
 from rledit_jax.editor.sites import SiteLayout
-from rledit_jax.editor.training import EditorHParams, step_loss, window_of, window_weights
+from rledit_jax.editor.training import AnswerLengths, EditorHParams, step_loss, window_of, window_weights
 
 MODES = ("unrolled", "unrolled_second_order", "stop_carry")
 
 
-def step_objective(nets, kernels, *, llm_config, layout: SiteLayout, hp: EditorHParams, n_answer: int,
-                   params, batches, norms, t, second_order: bool):
+def step_objective(nets, kernels, *, llm_config, layout: SiteLayout, hp: EditorHParams,
+                   lengths: AnswerLengths, params, batches, norms, t, second_order: bool):
     """`(loss_t, (W_{t+1}, aux, norms'))` as a function of `(nets, W_t)`: what both scans evaluate.
 
     `norms` are the statistics before step t.
     """
-    captures = es.capture_step(llm_config, params, kernels, layout, es.at_step(batches.edit, t), hp.token)
+    captures = es.capture_step(llm_config, params, kernels, layout, es.at_step(batches.edit, t), hp.token,
+                               lengths.edit)
     if not second_order:
         captures = jax.lax.stop_gradient(captures)
     norms = es.update_norms(layout, norms, captures)
     window = (window_of(batches.equiv, t, hp.back_depth), window_of(batches.unrel, t, hp.back_depth))
-    positions, _ = losses.answer_positions(window[1].labels, n_answer)
+    positions, _ = losses.answer_positions(window[1].labels, lengths.unrel)
     pre_logits = losses.answer_logits(
         es.forward_kind(llm_config, es.edited_params(llm_config, params, kernels), window[1]), positions)
     loss, aux = step_loss(
         nets, llm_config=llm_config, layout=layout, hp=hp, params=params, kernels=kernels, norms=norms,
         captures=captures, window=window, pre_logits=pre_logits,
-        weights=window_weights(t, hp.back_depth, hp.time_decay), n_answer=n_answer)
+        weights=window_weights(t, hp.back_depth, hp.time_decay), n_answer=lengths.unrel)
     return loss, (es.apply_factors(kernels, aux["factors"]), aux, norms)
 
 
-def sequence_grads(llm_config, layout: SiteLayout, hp: EditorHParams, n_answer: int, mode: str, params,
-                   nets, norms, batches):
+def sequence_grads(llm_config, layout: SiteLayout, hp: EditorHParams, lengths: AnswerLengths, mode: str,
+                   params, nets, norms, batches):
     """`(grad of sum_t loss_t w.r.t. nets, norms after the sequence, per-step outputs)`."""
     if mode not in MODES:
         raise ValueError(f"unrolled gradient mode must be one of {MODES}, got {mode!r}")
     objective = functools.partial(
-        step_objective, llm_config=llm_config, layout=layout, hp=hp, n_answer=n_answer, params=params,
+        step_objective, llm_config=llm_config, layout=layout, hp=hp, lengths=lengths, params=params,
         batches=batches, second_order=mode == "unrolled_second_order")
 
     def forward(carry, t):

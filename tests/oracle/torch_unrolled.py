@@ -8,10 +8,11 @@ is ``{"edit": [mb, ...], "equiv": [mb, ...], "unrel": [mb, ...]}``; ``cfg`` as i
 The whole sequence is one differentiable function of the hypernetwork parameters::
 
     W_0 = base weights
+    stats_0 = the nets' normaliser buffers                     # state: constants
     for t = 0..T-1:
         K_t, G_t = capture(edit micro-batches of step t at W_t)   # as torch_rledit.capture
-        update the normalisers with (detached) [K_t; G_t]         # state, never differentiated
-        S_t      = hypernet(K_t, G_t)                             # every site
+        stats_{t+1} = merge(stats_t, [K_t; G_t])                  # as Normalizer.update
+        S_t      = hypernet(K_t, G_t), normalised with stats_{t+1}  # every site
         loss_t   = torch_rledit.step_loss_terms, W_t in place of the model's current weights:
                    sum_{i < min(t+1, back_depth)} time_decay^i
                        * [ sum_mb CE_{W_t+S_t}(equiv of step t-i)
@@ -24,12 +25,16 @@ Modes (what the gradient of ``total`` sees):
 
 * ``"unrolled"``: ``K_t, G_t`` are constants (their values at ``W_t``); ``W_t`` depends on the
   hypernetwork through ``S_0..S_{t-1}``, and so does ``p_{W_t}`` (the KL's "before" distribution).
-* ``"unrolled_second_order"``: additionally ``K_t`` (site inputs under ``W_t``) and ``G_t``
-  (computed with ``torch.autograd.grad(..., create_graph=True)``) are differentiable functions of
-  ``W_t``.
+* ``"unrolled_second_order"``: the exact derivative of ``total``. Additionally ``K_t`` (site
+  inputs under ``W_t``) and ``G_t`` (computed with ``torch.autograd.grad(..., create_graph=True)``)
+  are differentiable functions of ``W_t``, and so are the normaliser statistics ``stats_{t+1}``
+  merged from them within the sequence (``merge_stats``: ``Normalizer.update`` without its detach).
+  Only ``stats_0``, the statistics the sequence starts from, are constants.
 * ``"stop_carry"``: ``W_t`` is detached at every step (so is everything computed from it); the
   gradient of ``total`` is the sum of the per-step reference gradients of
   ``torch_rledit.train_sequence`` without clipping.
+
+In ``"unrolled"`` and ``"stop_carry"`` the captures are constants, hence so are the statistics.
 
 No clipping and no optimizer step happen here: ``cfg.max_grad_norm`` is ignored.
 
@@ -42,7 +47,9 @@ Normaliser state
 ----------------
 ``sequence_loss`` MUTATES the hypernetworks' normaliser buffers exactly like
 ``torch_rledit.train_sequence`` (each step: every micro-batch, then every site in config order,
-merged from detached values). To evaluate the same sequence twice from the same state (finite
+merged from detached values), in every mode: the buffers only ever hold detached values (in
+``"unrolled_second_order"`` the differentiable statistics live in a separate per-sequence copy,
+updated with the same formula, in the same order, from the same values). To evaluate the same sequence twice from the same state (finite
 differences, comparing modes), either ``copy.deepcopy(nets)`` before each call, or use
 ``snapshot_normalisers(nets)`` / ``restore_normalisers(nets, snapshot)``.
 
@@ -54,10 +61,11 @@ Options used by finite-difference checks:
   gradient is the ``"unrolled"`` gradient. Not allowed with ``"unrolled_second_order"``.
 * ``frozen_norm_stats``: per step, normaliser statistics ``{net key: {n, mean, var, std}}`` (the
   ``"norm_stats"`` entry of a previous result: stats after that step's updates). They are loaded
-  into the buffers instead of updating them. Since the statistics are state and not differentiated,
-  a finite difference of the plain loss (captures recomputed at perturbed weights) must hold them at
-  their unperturbed values to match the ``"unrolled_second_order"`` gradient: perturbing the
-  hypernetwork moves ``K_t, G_t`` for ``t >= 1`` and hence the statistics.
+  into the buffers instead of updating them, and the shifts are normalised with them as constants
+  (in every mode, ``"unrolled_second_order"`` included). The gradient of
+  ``"unrolled_second_order"`` with frozen statistics is the derivative of the plain loss with the
+  statistics held at those values (the project's former second-order semantics); without them it is
+  the derivative of the plain loss, full stop.
 """
 
 from __future__ import annotations
@@ -202,12 +210,65 @@ def capture_at(model: nn.Module, params: Dict[str, torch.Tensor], site_names: Se
     return results
 
 
+NormStats = Dict[str, torch.Tensor]  # {n, mean, var (the running sum M), std} of one normaliser
+
+
+def merge_stats(stats: NormStats, x: torch.Tensor, eps: float) -> NormStats:
+    """``torch_rledit.Normalizer.update`` as a pure function, WITHOUT detaching ``x``: the merged
+    statistics are differentiable w.r.t. ``x`` (and ``stats``). Same formula and operation order as
+    the buffer update (so the values are identical): unbiased batch variance, ``m = 1 -> var_b = 0``,
+    ``m = 0 -> stats`` unchanged, ``std = sqrt(M / (n - 1 + eps))``."""
+    x = x.to(stats["mean"].dtype)
+    m = x.shape[0]
+    if m == 0:
+        return stats
+    n = stats["n"]
+    batch_mean = x.mean(dim=0)
+    if m >= 2:
+        batch_var = x.var(dim=0, unbiased=True)
+    else:
+        batch_var = torch.zeros_like(batch_mean)
+    delta = batch_mean - stats["mean"]
+    new_n = n + m
+    mean = stats["mean"] + m * delta / new_n
+    M = stats["var"] + (m * batch_var + n * m * delta**2 / new_n)
+    std = torch.sqrt(M / (new_n - 1 + eps))
+    return {"n": new_n, "mean": mean, "var": M, "std": std}
+
+
+def merge_captured(stats: Dict[str, NormStats], nets: nn.ModuleDict,
+                   assignment: Dict[str, tuple], site_names: Sequence[str],
+                   captured: Captured) -> Dict[str, NormStats]:
+    """``torch_rledit.update_normalisers`` on ``{net key: stats}`` (micro-batch major, then site in
+    config order) with ``merge_stats``; returns the new dict, ``stats`` is not modified."""
+    stats = dict(stats)
+    for per_site in captured:
+        for site in site_names:
+            key, _ = assignment[site]
+            k, g = per_site[site]
+            stats[key] = merge_stats(stats[key], torch.cat([k, g], dim=-1),
+                                     nets[key].normalizer.eps)
+    return stats
+
+
+def hypernet_forward(net: orc.HyperNet, x: torch.Tensor, site_index: int,
+                     stats: Optional[NormStats] = None) -> torch.Tensor:
+    """``net(x, site_index)``; with ``stats``, normalised with ``stats`` (possibly carrying a graph)
+    instead of the normaliser's buffers."""
+    if stats is None:
+        return net(x, site_index)
+    h = (x - stats["mean"]) / (stats["std"] + net.normalizer.eps)
+    for block in net.blocks:
+        h = block(h, site_index)
+    return h
+
+
 def predict_shift(net: orc.HyperNet, site_index: int, K: torch.Tensor,
-                  G: torch.Tensor) -> torch.Tensor:
+                  G: torch.Tensor, stats: Optional[NormStats] = None) -> torch.Tensor:
     """``torch_rledit.predict_shift`` without detaching K, G (the caller decides what is
-    constant)."""
+    constant); normalised with ``stats`` when given (``hypernet_forward``)."""
     d_in = net.d_in
-    out = net(torch.cat([K, G], dim=-1), site_index)
+    out = hypernet_forward(net, torch.cat([K, G], dim=-1), site_index, stats)
     k_tilde = out[:, :d_in]
     g_tilde = out[:, d_in:]
     lr = net.lr.weight[site_index, 0]
@@ -299,6 +360,9 @@ def sequence_loss(model: nn.Module, nets: nn.ModuleDict, steps: Sequence[Dict[st
     base = base_params(model)
     W = {s: base[s + ".weight"] for s in site_names}  # W_0, HF layout [d_out, d_in]
     second_order = mode == "unrolled_second_order"
+    # differentiable per-sequence copy of the statistics (second order, stats not frozen);
+    # starts from the buffers' values as constants
+    stats = snapshot_normalisers(nets) if second_order and frozen_norm_stats is None else None
 
     out: Dict[str, Any] = {k: [] for k in ("loss", "gen_loss", "loc_loss", "reg", "shifts",
                                             "K", "G", "captured", "norm_stats")}
@@ -318,18 +382,23 @@ def sequence_loss(model: nn.Module, nets: nn.ModuleDict, steps: Sequence[Dict[st
                                       steps[t]["edit"], token, create_graph=False)
             detached = [{s: (k.detach().clone(), g.detach().clone())
                          for s, (k, g) in per_site.items()} for per_site in captured]
-            # 2. normaliser state (always from detached values)
+            # 2. normaliser state: the buffers always from detached values; in second order also
+            #    the differentiable copy, from the captures with their graph
             if frozen_norm_stats is not None:
                 restore_normalisers(nets, frozen_norm_stats[t])
             else:
                 orc.update_normalisers(nets, assignment, site_names, detached)
-            # 3. shifts
+                if stats is not None:
+                    stats = merge_captured(stats, nets, assignment, site_names, captured)
+            # 3. shifts (normalised with the differentiable stats when there are any, else with
+            #    the buffers, i.e. constants)
             KG = orc.stack_captured(captured, site_names)
             shifts = {}
             for site in site_names:
                 key, idx = assignment[site]
                 K, G = KG[site]
-                shifts[site] = predict_shift(nets[key], idx, K, G)
+                shifts[site] = predict_shift(nets[key], idx, K, G,
+                                             None if stats is None else stats[key])
             # 4. step loss at W_t
             terms = step_loss_terms_at(model, base, W_t, shifts, steps, t, cfg)
             for name in ("loss", "gen_loss", "loc_loss", "reg"):
