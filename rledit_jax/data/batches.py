@@ -85,7 +85,7 @@ def _tokenize_kind(
     return pairs, n_truncated
 
 
-def _assemble(
+def assemble_kind_batch(
     steps: list[list[int]],
     pairs: dict[int, TokenizedPair],
     batch_size: int,
@@ -93,6 +93,8 @@ def _assemble(
     pad_token_id: int,
     n_truncated: int,
 ) -> KindBatch:
+    """One kind's `[T, n_micro, batch_size, length]` arrays from tokenised pairs keyed by fact index:
+    each step's pairs sorted longest first (stable), cut into micro-batches, right-padded."""
     n_steps, n_edits = len(steps), len(steps[0])
     n_micro = math.ceil(n_edits / batch_size)
     shape = (n_steps, n_micro * batch_size, length)
@@ -148,5 +150,5 @@ def build_step_batches(
     for kind in KINDS:
         pairs, n_truncated = _tokenize_kind(tokenizer, facts, used, kind, max_length, truncate)
         length = min(_round_up(max(len(p) for p in pairs.values()), pad_to_multiple), max_length)
-        kinds[kind] = _assemble(steps, pairs, batch_size, length, tokenizer.pad_token_id, n_truncated)
+        kinds[kind] = assemble_kind_batch(steps, pairs, batch_size, length, tokenizer.pad_token_id, n_truncated)
     return StepBatches(**kinds)

@@ -6,13 +6,14 @@
     state, record = editor.edit(state, [{"prompt": "The capital of Zorvia is", "target_new": "Paris"}])
     editor.target_probs(state, requests)                    # teacher-forced p(target), edited model
     state = editor.rollback(state, 1)                       # exactly as before that batch
-    editor.export_hf(state, "edited-model")                 # or export_delta(state, "delta-dir")
+    editor.export_hf(state, "edited-model")                 # or export_delta(state, dir, base=...)
 
 The `Editor` holds only static things (model config and params, layout, tokenizer, batch shape);
 every call takes and returns an `EditState`, which it never mutates.
 """
 
 import dataclasses
+import json
 import os
 from collections.abc import Sequence
 
@@ -43,6 +44,17 @@ class BatchRecord:
     shift_norms: dict[str, float]
 
 
+def _trained_sites(path: str) -> list[str] | None:
+    """The edit sites in the `config.json` that bin/train writes beside `hypernet.safetensors`, if any."""
+    config_file = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
+    try:
+        with open(config_file) as f:
+            sites = json.load(f)["model"]["edit_sites"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return sites if isinstance(sites, list) and all(isinstance(s, str) for s in sites) else None
+
+
 def load_hypernet(path: str | os.PathLike, layout: SiteLayout):
     """`(nets, norms)` from a hypernetwork file in the reference naming (`hypernet.safetensors` of
     bin/train, `.npz`, or a reference `.pth` read with `weights_only=True`), checked against `layout`."""
@@ -56,6 +68,11 @@ def load_hypernet(path: str | os.PathLike, layout: SiteLayout):
     except Exception as e:  # A damaged file: safetensors / numpy / torch parse errors.
         raise ValueError(f"cannot read hypernetwork {path}: {type(e).__name__}: {e}") from None
     st.check_editor(layout, nets, norms, source=f"hypernetwork {path}")
+    trained_for = _trained_sites(path)
+    if trained_for is not None and tuple(trained_for) != layout.names:
+        raise ValueError(
+            f"hypernetwork {path} was trained for the edit sites {trained_for} (the bin/train "
+            f"config.json beside it), not {list(layout.names)}; set --config.model.edit_sites to match")
     bad = [jax.tree_util.keystr(p) for p, x in jax.tree_util.tree_leaves_with_path((nets, norms))
            if not np.all(np.isfinite(np.asarray(x)))]
     if bad:

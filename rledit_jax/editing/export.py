@@ -94,15 +94,20 @@ def edited_params(llm_config, params, deltas: dict) -> dict:
         site: add_delta(models.get_site(llm_config, params, site), d) for site, d in deltas.items()})
 
 
+def _check_output(path: str, overwrite: bool) -> str:
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"output {path!r} exists; pass --overwrite (overwrite=True) to replace it")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str, overwrite: bool):
     """Yields a fresh temporary directory beside `path` that becomes `path` when the block succeeds.
 
     On any exception the temporary directory is removed and `path` is left as it was.
     """
-    path = os.path.abspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"output {path!r} exists; pass --overwrite (overwrite=True) to replace it")
+    path = _check_output(path, overwrite)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     work = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.partial-", dir=parent)
@@ -259,6 +264,7 @@ def load_base(manifest: dict, base: str | None):
 
 def apply_delta(delta_dir: str, out: str, *, base: str | None = None, overwrite: bool = False) -> None:
     """Adds a delta export to its base model and writes the edited model as an HF directory."""
+    _check_output(out, overwrite)
     manifest, arrays = read_delta(delta_dir)
     llm_config, params, base_dir = load_base(manifest, base)
     sites = [s["site"] for s in manifest["sites"]]

@@ -220,7 +220,7 @@ def make_batch(
         raise RequestError(f"a request of {longest} tokens is longer than the model's context of {max_length}")
     length = bucket_length(longest, max_length, min_length)
     # The step-batch layout of the evaluation loop (sorted longest first, ragged last micro-batch).
-    kind = data_batches._assemble(
+    kind = data_batches.assemble_kind_batch(
         [list(range(len(pairs)))], dict(enumerate(pairs)), batch_size, length, pad_token_id, 0)
     pad = n_micro - kind.input_ids.shape[1]
 
