@@ -87,7 +87,7 @@ def plan(config, *, modes, steps_list, seq_len: int, answer_len: int, model_name
         for steps in steps_list:
             batches = abstract_batches(steps, n_edits, batch_size, seq_len)
             compiled = epoch.train_epoch_jit.lower(
-                llm, layout, hp, lengths, mode, params, nets, opt_state, norms, batches).compile()
+                llm, layout, hp, lengths, mode, False, params, nets, opt_state, norms, batches).compile()
             rows.append(_row("train sequence", mode, steps, compiled))
     step_batch = jax.tree.map(lambda x: x, abstract_batches(1, n_edits, batch_size, seq_len).edit)
     step_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), step_batch)

@@ -131,7 +131,7 @@ def test_training_sequence_matches_oracle(tmp_root, case):
     lengths = training.AnswerLengths.of(batches)
     opt_state = training.make_optimizer(hp).init(our_nets)
     new_nets, _, new_norms, grads, out = epoch.train_epoch_jit(
-        llm_config, layout, hp, lengths, "reference", params, our_nets, opt_state, our_norms, batches)
+        llm_config, layout, hp, lengths, "reference", True, params, our_nets, opt_state, our_norms, batches)
 
     for t, ref in enumerate(trace["steps"]):
         for site in spec["sites"]:
@@ -187,7 +187,7 @@ def test_evaluation_matches_oracle(tmp_root, metric):
     ref = oracle.evaluate(torch_model, nets, to_oracle_steps(batches), list(sites),
                           oracle.OracleConfig(token="ans"), metric=metric)
     scores, rows, norms, factors = evaluation.evaluate_jit(
-        llm_config, layout, "ans", metric, training.AnswerLengths.of(batches).edit, params, our_nets,
+        llm_config, layout, "ans", metric, training.AnswerLengths.of(batches).edit, True, params, our_nets,
         our_norms, batches)
     for t, ref_shifts in enumerate(ref["shifts"]):
         for site in sites:

@@ -10,8 +10,11 @@ GRADIENT_MODES = ("reference", "unrolled", "unrolled_second_order")
 
 
 def train_epoch(llm_config, layout: SiteLayout, hp: training.EditorHParams, lengths: training.AnswerLengths,
-                gradient: str, params, nets, opt_state, norms, batches):
+                gradient: str, keep_factors: bool, params, nets, opt_state, norms, batches):
     """One sequence and one Adam step: `(nets', opt_state', norms', clipped grads, per-step outputs)`.
+
+    The per-step outputs hold every step's shift factors only with `keep_factors` (for traces): at
+    GPT-J scale they are T x ~150 MB, which XLA then never materialises.
 
     `gradient="reference"` accumulates per-step gradients and clips after every step (DESIGN.md
     section 3); the unrolled modes (see `unrolled.py`) take one gradient of the whole sequence and clip
@@ -27,8 +30,10 @@ def train_epoch(llm_config, layout: SiteLayout, hp: training.EditorHParams, leng
         grads, outputs["grad_norm"] = training.clip_accumulated(grads, hp.max_grad_norm)
     else:
         raise ValueError(f"train.gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
+    if not keep_factors:
+        del outputs["factors"]
     updates, opt_state = training.make_optimizer(hp).update(grads, opt_state, nets)
     return optax.apply_updates(nets, updates), opt_state, norms, grads, outputs
 
 
-train_epoch_jit = jax.jit(train_epoch, static_argnums=(0, 1, 2, 3, 4))
+train_epoch_jit = jax.jit(train_epoch, static_argnums=(0, 1, 2, 3, 4, 5))

@@ -50,9 +50,12 @@ def row_scores(llm_config, params, kernels, kind_batch, metric: str):
     return jax.lax.map(score, kind_batch)
 
 
-def evaluate(llm_config, layout: SiteLayout, token: str, metric: str, answer_rows: int | None, params, nets,
-             norms, batches):
-    """`(scores {ES, GS, LS}, per-row scores {kind: [T, M, B]}, norms', factors per step)`."""
+def evaluate(llm_config, layout: SiteLayout, token: str, metric: str, answer_rows: int | None,
+             keep_factors: bool, params, nets, norms, batches):
+    """`(scores {ES, GS, LS}, per-row scores {kind: [T, M, B]}, norms', factors per step or None)`.
+
+    Every step's factors are returned only with `keep_factors` (traces); see `epoch.train_epoch`.
+    """
     kernels, norms, factors = edit_sequence(llm_config, layout, token, answer_rows, params, nets, norms, batches)
     rows, scores = {}, {}
     for kind, name in SCORES.items():
@@ -60,7 +63,7 @@ def evaluate(llm_config, layout: SiteLayout, token: str, metric: str, answer_row
         rows[kind] = row_scores(llm_config, params, kernels, kind_batch, metric)
         real = kind_batch.fact_index >= 0
         scores[name] = jnp.sum(jnp.where(real, rows[kind], 0.0)) / jnp.sum(real)
-    return scores, rows, norms, factors
+    return scores, rows, norms, factors if keep_factors else None
 
 
-evaluate_jit = jax.jit(evaluate, static_argnums=(0, 1, 2, 3, 4))
+evaluate_jit = jax.jit(evaluate, static_argnums=(0, 1, 2, 3, 4, 5))
