@@ -81,6 +81,13 @@ def default_config() -> ml_collections.ConfigDict:
     # A reference (PyTorch) hypernetwork state dict to start from (.pth / .npz / .safetensors).
     config.init.reference_hypernet = config_dict.placeholder(str)
 
+    config.checkpoint = ml_collections.ConfigDict()
+    # Save the training state to DIR/checkpoints after every `every` training sequences and after the
+    # last; bin/train resumes from the latest checkpoint there (see rledit_jax/checkpoint.py).
+    config.checkpoint.every = 1
+    # Checkpoints kept on disk (the oldest are deleted).
+    config.checkpoint.keep = 2
+
     # Write DIR/trace.npz with every shift, loss and the final accumulated gradient.
     config.trace = False
     return config

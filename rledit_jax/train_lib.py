@@ -10,6 +10,8 @@ synthetic ones) and the edit streams; trains the hypernetworks for `editor.n_epo
   metrics.json         ES / GS / LS of the final edited model, plus run facts
   hypernet.safetensors the trained hypernetworks and normalisers, in the reference's naming
   trace.npz            (with `trace=True`) shifts, losses and the final accumulated gradient
+  checkpoints/         training state after every `checkpoint.every` sequences (see checkpoint.py);
+                       a run finds the latest one there and continues from it
 """
 
 import json
@@ -22,7 +24,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from rledit_jax import data, models
+from rledit_jax import checkpoint, data, models
 from rledit_jax.editor import epoch, evaluation, reference_io, training
 from rledit_jax.editor.sites import make_layout
 
@@ -123,7 +125,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         raise ValueError(
             f"train.gradient must be one of {epoch.GRADIENT_MODES}, got {config.train.gradient!r}")
     os.makedirs(workdir, exist_ok=True)
-    _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json()))
+    resolved = json.loads(config.to_json())
 
     llm_config, params, model_tokenizer = load_model(config.model)
     tokenizer = data.load_tokenizer(config.data.tokenizer_path or model_tokenizer)
@@ -145,14 +147,24 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     nets, norms = initial_editor(config, layout, hp)
     opt_state = training.make_optimizer(hp).init(nets)
+    ckpt = checkpoint.Checkpointer(
+        os.path.join(workdir, "checkpoints"), every=config.checkpoint.every, keep=config.checkpoint.keep,
+        config=resolved, digests=[checkpoint.sequence_digest(train_facts, s) for s in train_streams],
+        padded_lengths={**{kind: getattr(all_train, kind).input_ids.shape[-1] for kind in data.KINDS},
+                        "answers": [lengths.edit, lengths.unrel]})
     metrics_path = os.path.join(workdir, "train_metrics.jsonl")
-    trace = {}
+    trace, out = {}, None
     start = time.time()
-    with open(metrics_path, "w") as metrics_file:
-        for e in tqdm.trange(len(train_batches), desc="train sequences", unit="seq"):
+    done, state = ckpt.restore({"nets": nets, "opt_state": opt_state, "norms": norms})
+    nets, opt_state, norms = state["nets"], state["opt_state"], state["norms"]
+    _write_json(os.path.join(workdir, "config.json"), resolved)
+    # Lines of the sequences after the checkpoint are dropped: this run writes them again.
+    checkpoint.rewind_metrics(metrics_path, done, t_train)
+    with ckpt, open(metrics_path, "a") as metrics_file:
+        for e in tqdm.trange(done, len(train_batches), desc="train sequences", unit="seq"):
             nets, opt_state, norms, grads, out = epoch.train_epoch_jit(
-                llm_config, layout, hp, lengths, config.train.gradient, params, nets, opt_state,
-                norms, train_batches[e])
+                llm_config, layout, hp, lengths, config.train.gradient, config.trace, params, nets,
+                opt_state, norms, train_batches[e])
             scalars = {k: np.asarray(v) for k, v in out.items() if k != "factors"}
             for t in range(t_train):
                 # Per-step values, and per-sequence ones (the unrolled modes' gradient norm) repeated.
@@ -162,8 +174,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
             metrics_file.flush()
             if not np.isfinite(scalars["loss"]).all():
                 raise FloatingPointError(f"non-finite training loss in sequence {e}; see {metrics_path}")
+            ckpt.save(e + 1, {"nets": nets, "opt_state": opt_state, "norms": norms},
+                      final=e + 1 == len(train_batches))
     train_seconds = time.time() - start
-    if config.trace:
+    if config.trace and out is None:
+        logging.warning("training was complete in the checkpoint: trace.npz holds the evaluation only")
+    elif config.trace:
         trace.update(_trace_arrays("train", layout, out["factors"]))
         for t in range(t_train):
             trace[f"train/step{t}/gen_loss"] = scalars["gen_loss"][t]
@@ -177,7 +193,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     start = time.time()
     scores, _, norms, eval_factors = evaluation.evaluate_jit(
         llm_config, layout, hp.token, DATASET_METRIC[config.data.name],
-        training.AnswerLengths.of(eval_batches).edit, params, nets, norms, eval_batches)
+        training.AnswerLengths.of(eval_batches).edit, config.trace, params, nets, norms, eval_batches)
     metrics = {k: float(v) for k, v in scores.items()}
     metrics.update(
         train_seconds=train_seconds, eval_seconds=time.time() - start,
