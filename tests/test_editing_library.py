@@ -5,9 +5,7 @@ loop runs) for the edit itself; float64 numpy for shifts and their norms; the lo
 statistics recorded before a batch for rollback.
 """
 
-import importlib.util
 import inspect
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -18,15 +16,10 @@ from rledit_jax.editing import requests as req
 from rledit_jax.editing import state as st
 from rledit_jax.editor import edit_step as es
 from rledit_jax.editor import evaluation, training
-
-ROOT = Path(__file__).resolve().parents[1]
-
+from tests.config_files import load_config
 
 def tiny_config():
-    spec = importlib.util.spec_from_file_location("tiny_config", ROOT / "configs" / "tiny.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = load_config("tiny")
     config.data.n_edits = 4
     config.data.batch_size = 3  # Ragged: micro-batches of 3 and 1 rows.
     return config

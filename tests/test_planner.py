@@ -1,18 +1,11 @@
 """The planner compiles the real programs from shapes alone; memory must not grow with T x dense."""
 
-import importlib.util
-from pathlib import Path
-
 from rledit_jax import planner
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.config_files import load_config
 
 
 def config():
-    spec = importlib.util.spec_from_file_location("tiny_config", ROOT / "configs" / "tiny.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
+    c = load_config("tiny")
     # fc_out is [2048, 128]: a dense edited matrix (1 MiB) dwarfs one step's factors (N = 9 rows).
     c.model.tiny.n_embd, c.model.tiny.n_inner, c.model.tiny.n_layer = 128, 2048, 2
     c.model.edit_sites = ["transformer.h.1.mlp.fc_out"]

@@ -1,6 +1,5 @@
 """End to end: the real tiny config, shrunk, through `train_and_evaluate` and through `bin/train`."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,16 +11,14 @@ import pytest
 
 from rledit_jax import train_lib
 from rledit_jax.editor import reference_io
+from tests.config_files import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
 def tiny_config(**overrides):
-    spec = importlib.util.spec_from_file_location("tiny_config", ROOT / "configs" / "tiny.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = load_config("tiny")
     config.editor.n_epochs = 2
     config.train.num_seq = 3
     config.eval.num_seq = 2
