@@ -18,6 +18,7 @@ from rledit_jax.editor import edit_step as es
 from rledit_jax.editor import evaluation, training
 from tests.config_files import load_config
 
+
 def tiny_config():
     config = load_config("tiny")
     config.data.n_edits = 4
