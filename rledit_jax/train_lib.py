@@ -26,7 +26,7 @@ from absl import logging
 
 from rledit_jax import checkpoint, data, models
 from rledit_jax.editor import epoch, evaluation, reference_io, training
-from rledit_jax.editor.sites import make_layout
+from rledit_jax.editor.sites import check_hypernets, make_layout
 
 DATASET_METRIC = {"zsre": "token", "fever": "token", "counterfact": "counterfact"}
 
@@ -90,13 +90,9 @@ def initial_editor(config, layout, hp):
     """`(nets, norms)`: fresh, or imported from `init.reference_hypernet` and checked against the layout."""
     if not config.init.reference_hypernet:
         return training.init_nets(jax.random.PRNGKey(config.train.seed), layout, hp), training.init_norms(layout)
-    nets, norms = reference_io.from_reference(reference_io.load_reference_file(config.init.reference_hypernet))
-    expected = {shape: len(names) for shape, names in layout.groups.items()}
-    found = {shape: int(net["lr"].shape[0]) for shape, net in nets.items()}
-    if found != expected:
-        raise ValueError(
-            f"{config.init.reference_hypernet} holds hypernetworks for (shape: n_sites) {found}, "
-            f"but model.edit_sites need {expected}")
+    path = config.init.reference_hypernet
+    nets, norms = reference_io.from_reference(reference_io.load_reference_file(path))
+    check_hypernets(layout, nets, norms, source=path)
     return nets, norms
 
 

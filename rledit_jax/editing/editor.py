@@ -24,7 +24,7 @@ from rledit_jax import data, models
 from rledit_jax.editing import export, inspect, requests as req, state as st
 from rledit_jax.editor import edit_step as es
 from rledit_jax.editor import reference_io
-from rledit_jax.editor.sites import SiteLayout, make_layout
+from rledit_jax.editor.sites import SiteLayout, check_hypernets, make_layout
 
 
 class NonFiniteShiftError(FloatingPointError):
@@ -67,7 +67,7 @@ def load_hypernet(path: str | os.PathLike, layout: SiteLayout):
         raise ValueError(f"cannot read hypernetwork {path}: {e}") from None
     except Exception as e:  # A damaged file: safetensors / numpy / torch parse errors.
         raise ValueError(f"cannot read hypernetwork {path}: {type(e).__name__}: {e}") from None
-    st.check_editor(layout, nets, norms, source=f"hypernetwork {path}")
+    check_hypernets(layout, nets, norms, source=f"hypernetwork {path}")
     trained_for = _trained_sites(path)
     if trained_for is not None and tuple(trained_for) != layout.names:
         raise ValueError(

@@ -38,11 +38,10 @@ import functools
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rledit_jax import probes
 from rledit_jax.editor import edit_step as es
-from rledit_jax.editor.sites import SiteLayout
+from rledit_jax.editor.sites import SiteLayout, check_hypernets
 
 
 @flax.struct.dataclass
@@ -82,23 +81,12 @@ class EditInfo:
     shift_norms: jax.Array
 
 
-def check_editor(layout: SiteLayout, nets, norms, source: str = "hypernetwork") -> None:
-    """Raises ValueError unless `nets`/`norms` hold one network per shape group of `layout` with
-    one per-site row per site of the group."""
-    expected = {shape: len(names) for shape, names in layout.groups.items()}
-    found = {tuple(int(d) for d in shape): int(np.shape(net["lr"])[0]) for shape, net in nets.items()}
-    if found != expected or set(norms) != set(nets):
-        raise ValueError(
-            f"{source} holds hypernetworks for (kernel shape (d_in, d_out): n_sites) {found}, but the "
-            f"edit sites {list(layout.names)} need {expected}")
-
-
 def init_state(llm_config, layout: SiteLayout, params, nets, norms, *, capacity: int,
                max_rows: int) -> EditState:
     """A fresh state: the model's kernels, empty history of `capacity` batches of `max_rows` rows."""
     if capacity < 1 or max_rows < 1:
         raise ValueError(f"capacity and max_rows must be >= 1, got {capacity} and {max_rows}")
-    check_editor(layout, nets, norms)
+    check_hypernets(layout, nets, norms)
     kernels = es.base_kernels(llm_config, layout, params)
     zeros = lambda *shape: jnp.zeros(shape, jnp.float32)
     return EditState(

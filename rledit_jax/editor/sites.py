@@ -35,6 +35,17 @@ class SiteLayout:
         return {shape: tuple(names) for shape, names in groups.items()}
 
 
+def check_hypernets(layout: SiteLayout, nets, norms, source: str = "hypernetwork") -> None:
+    """Raises ValueError unless `nets`/`norms` hold one network per shape group of `layout` with
+    one per-site row per site of the group."""
+    expected = {shape: len(names) for shape, names in layout.groups.items()}
+    found = {tuple(int(d) for d in shape): int(net["lr"].shape[0]) for shape, net in nets.items()}
+    if found != expected or set(norms) != set(nets):
+        raise ValueError(
+            f"{source} holds hypernetworks for (kernel shape (d_in, d_out): n_sites) {found}, but the "
+            f"edit sites {list(layout.names)} need {expected}")
+
+
 def make_layout(llm_config, edit_sites) -> SiteLayout:
     if not edit_sites:
         raise ValueError("model.edit_sites is empty: name at least one linear to edit")
