@@ -38,6 +38,7 @@ import functools
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rledit_jax import probes
 from rledit_jax.editor import edit_step as es
