@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 
 from rledit_jax import models
+from rledit_jax.data.tokenization import IGNORE
 from rledit_jax.dtypes import working_float
 
-IGNORE = -100
 
 
 class SiteCapture(NamedTuple):
@@ -30,12 +30,18 @@ class SiteCapture(NamedTuple):
     row_mask: jax.Array
 
 
-def masked_cross_entropy(logits, labels):
-    """Mean CE over positions with `labels != -100` (0 when there are none). `logits` `[..., V]`."""
+def label_log_probs(logits, labels):
+    """`(log p(label) [...], valid [...])` per position; `logits` `[..., V]`, 0 where `labels == -100`."""
     valid = labels != IGNORE
     logp = jax.nn.log_softmax(logits.astype(working_float()), axis=-1)
-    nll = -jnp.take_along_axis(logp, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
-    return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+    picked = jnp.take_along_axis(logp, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
+    return jnp.where(valid, picked, 0.0), valid
+
+
+def masked_cross_entropy(logits, labels):
+    """Mean CE over positions with `labels != -100` (0 when there are none). `logits` `[..., V]`."""
+    logp, valid = label_log_probs(logits, labels)
+    return -jnp.sum(logp) / jnp.maximum(jnp.sum(valid), 1)
 
 
 def row_mask(batch, token: str):

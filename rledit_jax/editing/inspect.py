@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rledit_jax import models
+from rledit_jax import models, probes
 from rledit_jax.data.tokenization import IGNORE, TokenizedPair
 from rledit_jax.editing.requests import bucket_length
 
@@ -30,10 +30,7 @@ def _edited(llm_config, params, kernels):
 @functools.partial(jax.jit, static_argnums=0)
 def _target_log_probs(llm_config, params, kernels, input_ids, attention_mask, labels):
     logits = models.forward(llm_config, _edited(llm_config, params, kernels), input_ids, attention_mask)
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    valid = labels != IGNORE
-    picked = jnp.take_along_axis(logp, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
-    return jnp.sum(jnp.where(valid, picked, 0.0), axis=-1)
+    return jnp.sum(probes.label_log_probs(logits, labels)[0], axis=-1)
 
 
 def _chunks(n: int, rows: int):

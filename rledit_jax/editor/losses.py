@@ -8,9 +8,10 @@ micro-batch without any), returned per micro-batch as `[..., M]`; callers sum ov
 import jax
 import jax.numpy as jnp
 
+from rledit_jax import probes
+from rledit_jax.data.tokenization import IGNORE
 from rledit_jax.dtypes import working_float
 
-IGNORE = -100
 
 
 def _per_micro_batch_mean(values, valid):
@@ -21,10 +22,8 @@ def _per_micro_batch_mean(values, valid):
 
 def micro_batch_cross_entropy(logits, labels):
     """Mean CE over `labels != -100` of each micro-batch -> `[..., M]`."""
-    valid = labels != IGNORE
-    logp = jax.nn.log_softmax(logits.astype(working_float()), axis=-1)
-    nll = -jnp.take_along_axis(logp, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
-    return _per_micro_batch_mean(nll, valid)
+    logp, valid = probes.label_log_probs(logits, labels)
+    return _per_micro_batch_mean(-logp, valid)
 
 
 def answer_positions(labels, n_answer: int):

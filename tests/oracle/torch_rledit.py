@@ -249,11 +249,15 @@ def row_mask(mb: Dict[str, torch.Tensor], token: str) -> torch.Tensor:
 
 
 def capture(model: nn.Module, site_names: Sequence[str], micro_batches: Sequence[Dict[str, Any]],
-            token: str = "ans") -> List[Dict[str, Tuple[torch.Tensor, torch.Tensor]]]:
+            token: str = "ans", *, logits_fn=None,
+            create_graph: bool = False) -> List[Dict[str, Tuple[torch.Tensor, torch.Tensor]]]:
     """Per micro-batch: site -> (K_mb [n_rows, d_in], G_mb [n_rows, d_out]) at the current weights.
 
     K: the site linear's input; G: gradient of the micro-batch mean CE (edit labels) w.r.t. the site
     linear's output. Rows: positions selected by ``token`` in row-major (batch, position) order.
+    ``logits_fn(mb)`` replaces the plain forward (e.g. a functional call at explicit weights). K and G
+    are detached copies, unless ``create_graph``: then they keep their graph (G from
+    ``autograd.grad(..., create_graph=True)``) so a later backward differentiates through both.
     """
     model.eval()
     results = []
@@ -270,20 +274,22 @@ def capture(model: nn.Module, site_names: Sequence[str], micro_batches: Sequence
             handles.append(site_linear(model, site).register_forward_hook(hook))
         try:
             with torch.enable_grad():
-                logits = _forward_logits(model, mb)
+                logits = _forward_logits(model, mb) if logits_fn is None else logits_fn(mb)
                 loss = mean_ce(logits, mb["labels"])
                 grads = torch.autograd.grad(loss, [outputs[s] for s in site_names],
-                                            allow_unused=True)
+                                            allow_unused=True, create_graph=create_graph)
         finally:
             for h in handles:
                 h.remove()
         mask = row_mask(mb, token)
         per_site = {}
         for site, grad in zip(site_names, grads):
-            out = outputs[site]
             if grad is None:
-                grad = torch.zeros_like(out)
-            per_site[site] = (inputs[site].detach()[mask].clone(), grad.detach()[mask].clone())
+                grad = torch.zeros_like(outputs[site])
+            k, g = inputs[site][mask], grad[mask]
+            if not create_graph:
+                k, g = k.detach().clone(), g.detach().clone()
+            per_site[site] = (k, g)
         results.append(per_site)
     return results
 

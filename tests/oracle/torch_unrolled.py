@@ -168,46 +168,9 @@ def logits_at(model: nn.Module, params: Dict[str, torch.Tensor],
 def capture_at(model: nn.Module, params: Dict[str, torch.Tensor], site_names: Sequence[str],
                micro_batches: Sequence[Dict[str, Any]], token: str = "ans",
                create_graph: bool = False) -> Captured:
-    """``torch_rledit.capture`` at explicit weights ``params``.
-
-    With ``create_graph=False`` the returned K, G are detached copies. With ``create_graph=True``
-    they keep their graph: K is the site input (a function of ``params``), G comes from
-    ``torch.autograd.grad(loss, site outputs, create_graph=True)``, so a later backward
-    differentiates through both (second order).
-    """
-    model.eval()
-    results = []
-    for mb in micro_batches:
-        inputs: Dict[str, torch.Tensor] = {}
-        outputs: Dict[str, torch.Tensor] = {}
-        handles = []
-        for site in site_names:
-            def hook(module, args, output, site=site):
-                if not output.requires_grad:  # leaf output (nothing upstream requires grad)
-                    output.requires_grad_(True)
-                inputs[site] = args[0]
-                outputs[site] = output
-            handles.append(orc.site_linear(model, site).register_forward_hook(hook))
-        try:
-            with torch.enable_grad():
-                logits = logits_at(model, params, mb)
-                loss = orc.mean_ce(logits, mb["labels"])
-                grads = torch.autograd.grad(loss, [outputs[s] for s in site_names],
-                                            allow_unused=True, create_graph=create_graph)
-        finally:
-            for h in handles:
-                h.remove()
-        mask = orc.row_mask(mb, token)
-        per_site = {}
-        for site, grad in zip(site_names, grads):
-            if grad is None:
-                grad = torch.zeros_like(outputs[site])
-            k, g = inputs[site][mask], grad[mask]
-            if not create_graph:
-                k, g = k.detach().clone(), g.detach().clone()
-            per_site[site] = (k, g)
-        results.append(per_site)
-    return results
+    """``torch_rledit.capture`` at explicit weights ``params`` (see its ``create_graph``)."""
+    return orc.capture(model, site_names, micro_batches, token,
+                       logits_fn=lambda mb: logits_at(model, params, mb), create_graph=create_graph)
 
 
 NormStats = Dict[str, torch.Tensor]  # {n, mean, var (the running sum M), std} of one normaliser
