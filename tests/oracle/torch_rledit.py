@@ -405,29 +405,34 @@ def kl_before_after(logits_before: torch.Tensor, logits_after: torch.Tensor,
 
 
 def step_loss_terms(model: nn.Module, site_names: Sequence[str], shifts: Dict[str, torch.Tensor],
-                    steps: Sequence[Dict[str, Any]], t: int, cfg) -> Dict[str, torch.Tensor]:
-    """Loss of step t (0-based) for shifts S_t on top of the model's current weights W_t.
+                    steps: Sequence[Dict[str, Any]], t: int, cfg,
+                    site_weights: Dict[str, torch.Tensor] | None = None) -> Dict[str, torch.Tensor]:
+    """Loss of step t (0-based) for shifts S_t on top of the site weights W_t.
 
     Returns gen (time-decayed sum of equiv CE), loc (time-decayed sum of KL, without loc_coef),
     reg (sum_sites ||S||_F^2) and total = gen + loc_coef*loc + reg_coef*reg.
-    Gradients reach only ``shifts`` (all model params are passed in detached).
+    W_t is the model's current weights (detached: gradients reach only ``shifts``), or
+    ``site_weights`` (HF layout ``[d_out, d_in]``, possibly carrying a graph, so that the loss and
+    the KL's "before" logits are differentiable through them).
     """
     back_depth = _cfg(cfg, "back_depth")
     time_decay = _cfg(cfg, "time_decay")
     loc_coef = _cfg(cfg, "loc_coef")
     reg_coef = _cfg(cfg, "reg_coef")
 
-    params = {name: p.detach() for name, p in model.named_parameters()}
-    for site, S in shifts.items():
-        params[site + ".weight"] = params[site + ".weight"] + S.T
+    base = {name: p.detach() for name, p in model.named_parameters()}
+    before = dict(base)
+    before.update({s + ".weight": w for s, w in (site_weights or {}).items()})
+    after = dict(before)
+    after.update({s + ".weight": before[s + ".weight"] + S.T for s, S in shifts.items()})
 
-    def logits_after(mb):
+    def logits_at(params, mb):
         return torch.func.functional_call(
             model, params, args=(),
             kwargs=dict(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"],
                         use_cache=False)).logits
 
-    zero = next(iter(params.values())).new_zeros(())
+    zero = next(iter(base.values())).new_zeros(())
     gen = zero.clone()
     loc = zero.clone()
     for i in range(min(t + 1, back_depth)):
@@ -435,12 +440,10 @@ def step_loss_terms(model: nn.Module, site_names: Sequence[str], shifts: Dict[st
         weight = time_decay**i
         gen_i = zero.clone()
         for mb in past["equiv"]:
-            gen_i = gen_i + mean_ce(logits_after(mb), mb["labels"])
+            gen_i = gen_i + mean_ce(logits_at(after, mb), mb["labels"])
         loc_i = zero.clone()
         for mb in past["unrel"]:
-            with torch.no_grad():
-                before = _forward_logits(model, mb)  # the model holds W_t
-            loc_i = loc_i + kl_before_after(before, logits_after(mb), mb["labels"])
+            loc_i = loc_i + kl_before_after(logits_at(before, mb), logits_at(after, mb), mb["labels"])
         gen = gen + weight * gen_i
         loc = loc + weight * loc_i
     reg = zero.clone()

@@ -244,43 +244,6 @@ def predict_shift(net: orc.HyperNet, site_index: int, K: torch.Tensor,
     return torch.linalg.solve(lhs, rhs)
 
 
-def step_loss_terms_at(model: nn.Module, base: Dict[str, torch.Tensor],
-                       W_t: Dict[str, torch.Tensor], shifts: Dict[str, torch.Tensor],
-                       steps: Sequence[Dict[str, Any]], t: int,
-                       cfg) -> Dict[str, torch.Tensor]:
-    """``torch_rledit.step_loss_terms`` with the site weights ``W_t`` (HF layout, possibly carrying
-    a graph) instead of the model's current weights; the KL's "before" logits are computed at
-    ``W_t`` with autograd on, so they are differentiable whenever ``W_t`` is."""
-    back_depth = orc._cfg(cfg, "back_depth")
-    time_decay = orc._cfg(cfg, "time_decay")
-    loc_coef = orc._cfg(cfg, "loc_coef")
-    reg_coef = orc._cfg(cfg, "reg_coef")
-
-    params_before = params_with(base, W_t)
-    params_after = params_with(base, {s: W_t[s] + S.T for s, S in shifts.items()})
-    zero = next(iter(base.values())).new_zeros(())
-    gen = zero.clone()
-    loc = zero.clone()
-    for i in range(min(t + 1, back_depth)):
-        past = steps[t - i]
-        weight = time_decay**i
-        gen_i = zero.clone()
-        for mb in past["equiv"]:
-            gen_i = gen_i + orc.mean_ce(logits_at(model, params_after, mb), mb["labels"])
-        loc_i = zero.clone()
-        for mb in past["unrel"]:
-            before = logits_at(model, params_before, mb)
-            loc_i = loc_i + orc.kl_before_after(before, logits_at(model, params_after, mb),
-                                                mb["labels"])
-        gen = gen + weight * gen_i
-        loc = loc + weight * loc_i
-    reg = zero.clone()
-    for S in shifts.values():
-        reg = reg + (S**2).sum()
-    total = gen + loc_coef * loc + reg_coef * reg
-    return {"gen_loss": gen, "loc_loss": loc, "reg": reg, "loss": total}
-
-
 # --------------------------------------------------------------------------------------------------
 # Sequence loss and gradients
 # --------------------------------------------------------------------------------------------------
@@ -363,7 +326,7 @@ def sequence_loss(model: nn.Module, nets: nn.ModuleDict, steps: Sequence[Dict[st
                 shifts[site] = predict_shift(nets[key], idx, K, G,
                                              None if stats is None else stats[key])
             # 4. step loss at W_t
-            terms = step_loss_terms_at(model, base, W_t, shifts, steps, t, cfg)
+            terms = orc.step_loss_terms(model, site_names, shifts, steps, t, cfg, site_weights=W_t)
             for name in ("loss", "gen_loss", "loc_loss", "reg"):
                 out[name].append(terms[name])
             out["shifts"].append(shifts)
