@@ -49,9 +49,10 @@ Normaliser state
 ``torch_rledit.train_sequence`` (each step: every micro-batch, then every site in config order,
 merged from detached values), in every mode: the buffers only ever hold detached values (in
 ``"unrolled_second_order"`` the differentiable statistics live in a separate per-sequence copy,
-updated with the same formula, in the same order, from the same values). To evaluate the same sequence twice from the same state (finite
-differences, comparing modes), either ``copy.deepcopy(nets)`` before each call, or use
-``snapshot_normalisers(nets)`` / ``restore_normalisers(nets, snapshot)``.
+updated with the same formula, in the same order, from the same values). To evaluate the same
+sequence twice from the same state (finite differences, comparing modes), either
+``copy.deepcopy(nets)`` before each call, or use ``snapshot_normalisers(nets)`` /
+``restore_normalisers(nets, snapshot)``.
 
 Options used by finite-difference checks:
 
@@ -70,10 +71,13 @@ Options used by finite-difference checks:
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
+import transformers
 from torch import nn
+from transformers import masking_utils
 
 try:
     from tests.oracle import torch_rledit as orc
@@ -82,7 +86,7 @@ except ImportError:  # rootdir-less import mode: tests/ itself is on sys.path
 
 MODES = ("unrolled", "unrolled_second_order", "stop_carry")
 
-Captured = List[Dict[str, tuple]]  # per micro-batch: site -> (K_mb, G_mb)
+Captured = list[dict[str, tuple]]  # per micro-batch: site -> (K_mb, G_mb)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -90,34 +94,38 @@ Captured = List[Dict[str, tuple]]  # per micro-batch: site -> (K_mb, G_mb)
 # --------------------------------------------------------------------------------------------------
 
 
-def _attn_model_dtype(self, query, key, value, attention_mask=None):
-    """``GPTJAttention._attn`` without its float32 cast of query and key."""
-    weights = torch.matmul(query, key.transpose(-1, -2)) / self.scale_attn
+MODEL_DTYPE_ATTENTION = "rledit_model_dtype_eager"
+
+
+def _model_dtype_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Eager attention with q.k^T and the softmax in the inputs' dtype.
+
+    A function for ``transformers.AttentionInterface``: ``query``/``key``/``value`` are
+    ``[B, heads, T, head_dim]``, ``attention_mask`` an additive ``[B, 1, T, T]`` mask (or None); returns
+    ``(output [B, T, heads, head_dim], weights)`` like the library's eager attention.
+    """
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
-        weights = weights + attention_mask
+        weights = weights + attention_mask[:, :, :, : key.shape[-2]]
     weights = torch.softmax(weights, dim=-1).to(value.dtype)
-    weights = self.attn_dropout(weights)
-    return torch.matmul(weights, value), weights
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
 def full_precision_attention(model: nn.Module) -> nn.Module:
-    """Patch (per instance, in place) every eager GPT-J attention of ``model`` to compute q.k^T and
-    the softmax in the model's dtype. Returns ``model``.
+    """Selects, in place, an attention that computes q.k^T and the softmax in the model's dtype.
 
-    HF's eager ``GPTJAttention._attn`` casts query and key to float32 ("to avoid overflow"), so a
-    "float64" GPT-J is only float32-accurate (~1e-7 relative) once an edit upstream of an attention
-    layer changes its input: central finite differences of the sequence loss are then dominated by
-    that noise. Call this on float64 test models before finite-difference checks.
+    HF's eager GPT-J attention casts query and key to float32 ("to avoid overflow"), so a "float64"
+    GPT-J is only float32-accurate (~1e-7 relative) once an edit upstream of an attention layer
+    changes its input: central finite differences of the sequence loss are then dominated by that
+    noise. Call this on float64 test models before finite-difference checks. Only public
+    ``transformers`` API is used: the function is registered with ``AttentionInterface`` (with the
+    eager attention's additive mask, ``AttentionMaskInterface``) and chosen with
+    ``set_attn_implementation``. Returns ``model``.
     """
-    import types
-
-    n = 0
-    for module in model.modules():
-        if type(module).__name__ == "GPTJAttention" and hasattr(module, "_attn"):
-            module._attn = types.MethodType(_attn_model_dtype, module)
-            n += 1
-    if n == 0:
-        raise ValueError("no eager GPTJAttention module found")
+    transformers.AttentionInterface.register(MODEL_DTYPE_ATTENTION, _model_dtype_attention)
+    transformers.AttentionMaskInterface.register(MODEL_DTYPE_ATTENTION, masking_utils.eager_mask)
+    model.set_attn_implementation(MODEL_DTYPE_ATTENTION)
     return model
 
 
@@ -126,13 +134,13 @@ def full_precision_attention(model: nn.Module) -> nn.Module:
 # --------------------------------------------------------------------------------------------------
 
 
-def snapshot_normalisers(nets: nn.ModuleDict) -> Dict[str, Dict[str, torch.Tensor]]:
+def snapshot_normalisers(nets: nn.ModuleDict) -> dict[str, dict[str, torch.Tensor]]:
     """Copy of every net's normaliser buffers ``{net key: {n, mean, var, std}}``."""
     return orc.normaliser_stats(nets)
 
 
 @torch.no_grad()
-def restore_normalisers(nets: nn.ModuleDict, stats: Dict[str, Dict[str, torch.Tensor]]) -> None:
+def restore_normalisers(nets: nn.ModuleDict, stats: dict[str, dict[str, torch.Tensor]]) -> None:
     """Load ``{net key: {n, mean, var, std}}`` into the normaliser buffers (in place)."""
     for key, net in nets.items():
         for name in ("n", "mean", "var", "std"):
@@ -144,12 +152,12 @@ def restore_normalisers(nets: nn.ModuleDict, stats: Dict[str, Dict[str, torch.Te
 # --------------------------------------------------------------------------------------------------
 
 
-def base_params(model: nn.Module) -> Dict[str, torch.Tensor]:
+def base_params(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's parameters, detached (base weights W_0 and everything that is never edited)."""
     return {name: p.detach() for name, p in model.named_parameters()}
 
 
-def params_with(base: Dict[str, torch.Tensor], site_weights: Dict[str, torch.Tensor]):
+def params_with(base: dict[str, torch.Tensor], site_weights: dict[str, torch.Tensor]):
     """``base`` with each edit site's HF-layout weight ``[d_out, d_in]`` replaced."""
     params = dict(base)
     for site, w in site_weights.items():
@@ -157,23 +165,35 @@ def params_with(base: Dict[str, torch.Tensor], site_weights: Dict[str, torch.Ten
     return params
 
 
-def logits_at(model: nn.Module, params: Dict[str, torch.Tensor],
-              mb: Dict[str, Any]) -> torch.Tensor:
+def logits_at(model: nn.Module, params: dict[str, torch.Tensor], mb: dict[str, Any]) -> torch.Tensor:
     return torch.func.functional_call(
-        model, params, args=(),
-        kwargs=dict(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"],
-                    use_cache=False)).logits
+        model,
+        params,
+        args=(),
+        kwargs=dict(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"], use_cache=False),
+    ).logits
 
 
-def capture_at(model: nn.Module, params: Dict[str, torch.Tensor], site_names: Sequence[str],
-               micro_batches: Sequence[Dict[str, Any]], token: str = "ans",
-               create_graph: bool = False) -> Captured:
+def capture_at(
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    site_names: Sequence[str],
+    micro_batches: Sequence[dict[str, Any]],
+    token: str = "ans",
+    create_graph: bool = False,
+) -> Captured:
     """``torch_rledit.capture`` at explicit weights ``params`` (see its ``create_graph``)."""
-    return orc.capture(model, site_names, micro_batches, token,
-                       logits_fn=lambda mb: logits_at(model, params, mb), create_graph=create_graph)
+    return orc.capture(
+        model,
+        site_names,
+        micro_batches,
+        token,
+        logits_fn=lambda mb: logits_at(model, params, mb),
+        create_graph=create_graph,
+    )
 
 
-NormStats = Dict[str, torch.Tensor]  # {n, mean, var (the running sum M), std} of one normaliser
+NormStats = dict[str, torch.Tensor]  # {n, mean, var (the running sum M), std} of one normaliser
 
 
 def merge_stats(stats: NormStats, x: torch.Tensor, eps: float) -> NormStats:
@@ -199,9 +219,13 @@ def merge_stats(stats: NormStats, x: torch.Tensor, eps: float) -> NormStats:
     return {"n": new_n, "mean": mean, "var": M, "std": std}
 
 
-def merge_captured(stats: Dict[str, NormStats], nets: nn.ModuleDict,
-                   assignment: Dict[str, tuple], site_names: Sequence[str],
-                   captured: Captured) -> Dict[str, NormStats]:
+def merge_captured(
+    stats: dict[str, NormStats],
+    nets: nn.ModuleDict,
+    assignment: dict[str, tuple],
+    site_names: Sequence[str],
+    captured: Captured,
+) -> dict[str, NormStats]:
     """``torch_rledit.update_normalisers`` on ``{net key: stats}`` (micro-batch major, then site in
     config order) with ``merge_stats``; returns the new dict, ``stats`` is not modified."""
     stats = dict(stats)
@@ -209,13 +233,13 @@ def merge_captured(stats: Dict[str, NormStats], nets: nn.ModuleDict,
         for site in site_names:
             key, _ = assignment[site]
             k, g = per_site[site]
-            stats[key] = merge_stats(stats[key], torch.cat([k, g], dim=-1),
-                                     nets[key].normalizer.eps)
+            stats[key] = merge_stats(stats[key], torch.cat([k, g], dim=-1), nets[key].normalizer.eps)
     return stats
 
 
-def hypernet_forward(net: orc.HyperNet, x: torch.Tensor, site_index: int,
-                     stats: Optional[NormStats] = None) -> torch.Tensor:
+def hypernet_forward(
+    net: orc.HyperNet, x: torch.Tensor, site_index: int, stats: NormStats | None = None
+) -> torch.Tensor:
     """``net(x, site_index)``; with ``stats``, normalised with ``stats`` (possibly carrying a graph)
     instead of the normaliser's buffers."""
     if stats is None:
@@ -226,8 +250,9 @@ def hypernet_forward(net: orc.HyperNet, x: torch.Tensor, site_index: int,
     return h
 
 
-def predict_shift(net: orc.HyperNet, site_index: int, K: torch.Tensor,
-                  G: torch.Tensor, stats: Optional[NormStats] = None) -> torch.Tensor:
+def predict_shift(
+    net: orc.HyperNet, site_index: int, K: torch.Tensor, G: torch.Tensor, stats: NormStats | None = None
+) -> torch.Tensor:
     """``torch_rledit.predict_shift`` without detaching K, G (the caller decides what is
     constant); normalised with ``stats`` when given (``hypernet_forward``)."""
     d_in = net.d_in
@@ -249,11 +274,17 @@ def predict_shift(net: orc.HyperNet, site_index: int, K: torch.Tensor,
 # --------------------------------------------------------------------------------------------------
 
 
-def sequence_loss(model: nn.Module, nets: nn.ModuleDict, steps: Sequence[Dict[str, Any]],
-                  site_names: Sequence[str], cfg=None, mode: str = "unrolled", *,
-                  frozen_captures: Optional[Sequence[Captured]] = None,
-                  frozen_norm_stats: Optional[Sequence[Dict[str, Dict[str, torch.Tensor]]]] = None,
-                  ) -> Dict[str, Any]:
+def sequence_loss(
+    model: nn.Module,
+    nets: nn.ModuleDict,
+    steps: Sequence[dict[str, Any]],
+    site_names: Sequence[str],
+    cfg=None,
+    mode: str = "unrolled",
+    *,
+    frozen_captures: Sequence[Captured] | None = None,
+    frozen_norm_stats: Sequence[dict[str, dict[str, torch.Tensor]]] | None = None,
+) -> dict[str, Any]:
     """Loss of a whole edit sequence from the base weights (module docstring for the semantics).
 
     Mutates the nets' normaliser buffers (snapshot / restore them, or deep-copy the nets, to rerun).
@@ -272,8 +303,7 @@ def sequence_loss(model: nn.Module, nets: nn.ModuleDict, steps: Sequence[Dict[st
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
     if frozen_captures is not None and mode == "unrolled_second_order":
-        raise ValueError("frozen_captures makes K, G constants: "
-                         "it contradicts unrolled_second_order")
+        raise ValueError("frozen_captures makes K, G constants: it contradicts unrolled_second_order")
     T = len(steps)
     if frozen_captures is not None and len(frozen_captures) != T:
         raise ValueError("frozen_captures needs one entry per step")
@@ -290,24 +320,30 @@ def sequence_loss(model: nn.Module, nets: nn.ModuleDict, steps: Sequence[Dict[st
     # starts from the buffers' values as constants
     stats = snapshot_normalisers(nets) if second_order and frozen_norm_stats is None else None
 
-    out: Dict[str, Any] = {k: [] for k in ("loss", "gen_loss", "loc_loss", "reg", "shifts",
-                                            "K", "G", "captured", "norm_stats")}
+    out: dict[str, Any] = {
+        k: [] for k in ("loss", "gen_loss", "loc_loss", "reg", "shifts", "K", "G", "captured", "norm_stats")
+    }
     with torch.enable_grad():
         for t in range(T):
             W_t = {s: w.detach() for s, w in W.items()} if mode == "stop_carry" else W
             # 1. capture at W_t
             if frozen_captures is not None:
-                captured = [{s: (k.detach(), g.detach()) for s, (k, g) in per_site.items()}
-                            for per_site in frozen_captures[t]]
+                captured = [
+                    {s: (k.detach(), g.detach()) for s, (k, g) in per_site.items()} for per_site in frozen_captures[t]
+                ]
             elif second_order:
-                captured = capture_at(model, params_with(base, W_t), site_names, steps[t]["edit"],
-                                      token, create_graph=True)
+                captured = capture_at(
+                    model, params_with(base, W_t), site_names, steps[t]["edit"], token, create_graph=True
+                )
             else:
                 W_const = {s: w.detach() for s, w in W_t.items()}
-                captured = capture_at(model, params_with(base, W_const), site_names,
-                                      steps[t]["edit"], token, create_graph=False)
-            detached = [{s: (k.detach().clone(), g.detach().clone())
-                         for s, (k, g) in per_site.items()} for per_site in captured]
+                captured = capture_at(
+                    model, params_with(base, W_const), site_names, steps[t]["edit"], token, create_graph=False
+                )
+            detached = [
+                {s: (k.detach().clone(), g.detach().clone()) for s, (k, g) in per_site.items()}
+                for per_site in captured
+            ]
             # 2. normaliser state: the buffers always from detached values; in second order also
             #    the differentiable copy, from the captures with their graph
             if frozen_norm_stats is not None:
@@ -323,8 +359,7 @@ def sequence_loss(model: nn.Module, nets: nn.ModuleDict, steps: Sequence[Dict[st
             for site in site_names:
                 key, idx = assignment[site]
                 K, G = KG[site]
-                shifts[site] = predict_shift(nets[key], idx, K, G,
-                                             None if stats is None else stats[key])
+                shifts[site] = predict_shift(nets[key], idx, K, G, None if stats is None else stats[key])
             # 4. step loss at W_t
             terms = orc.step_loss_terms(model, site_names, shifts, steps, t, cfg, site_weights=W_t)
             for name in ("loss", "gen_loss", "loc_loss", "reg"):
@@ -343,9 +378,15 @@ def sequence_loss(model: nn.Module, nets: nn.ModuleDict, steps: Sequence[Dict[st
     return out
 
 
-def sequence_grads(model: nn.Module, nets: nn.ModuleDict, steps: Sequence[Dict[str, Any]],
-                   site_names: Sequence[str], cfg=None, mode: str = "unrolled",
-                   **kwargs) -> Dict[str, torch.Tensor]:
+def sequence_grads(
+    model: nn.Module,
+    nets: nn.ModuleDict,
+    steps: Sequence[dict[str, Any]],
+    site_names: Sequence[str],
+    cfg=None,
+    mode: str = "unrolled",
+    **kwargs,
+) -> dict[str, torch.Tensor]:
     """``{param name: d total / d param}`` over ``nets.named_parameters()`` (zeros where no path).
 
     ``kwargs`` go to ``sequence_loss`` (``frozen_captures``, ``frozen_norm_stats``). Mutates the
@@ -354,5 +395,4 @@ def sequence_grads(model: nn.Module, nets: nn.ModuleDict, steps: Sequence[Dict[s
     res = sequence_loss(model, nets, steps, site_names, cfg, mode, **kwargs)
     named = list(nets.named_parameters())
     grads = torch.autograd.grad(res["total"], [p for _, p in named], allow_unused=True)
-    return {name: (g.detach().clone() if g is not None else torch.zeros_like(p))
-            for (name, p), g in zip(named, grads)}
+    return {name: (g.detach().clone() if g is not None else torch.zeros_like(p)) for (name, p), g in zip(named, grads)}
