@@ -67,7 +67,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rledit_jax import data, models, train_lib
+from rledit_jax import config_validation, data, models, train_lib
 from rledit_jax.editor import edit_step as es
 from rledit_jax.editor import epoch, losses, training
 from rledit_jax.editor.sites import make_layout
@@ -90,12 +90,16 @@ class Setup:
         self.hp = training.EditorHParams.from_config(config.editor)
         n_edits, t_train = config.data.n_edits, config.train.num_seq
         train_facts, eval_facts, _ = train_lib.load_splits(
-            config.data, config.train.seed,
-            config.editor.n_epochs * t_train * n_edits, config.eval.num_seq * n_edits)
+            config.data, config.train.seed, config.editor.n_epochs * t_train * n_edits, config.eval.num_seq * n_edits
+        )
         train_streams, eval_stream = train_lib.edit_streams(config, len(train_facts), len(eval_facts))
         build = functools.partial(
-            data.build_step_batches, tokenizer, batch_size=config.data.batch_size,
-            max_length=self.llm_config.n_positions, truncate=config.data.truncate)
+            data.build_step_batches,
+            tokenizer,
+            batch_size=config.data.batch_size,
+            max_length=self.llm_config.n_positions,
+            truncate=config.data.truncate,
+        )
         # As train_lib: all sequences together (their common L and answer lengths), then the first.
         all_train = build(train_facts, sum(train_streams, []))
         eval_batches = build(eval_facts, eval_stream)
@@ -116,8 +120,12 @@ class Setup:
         rows = np.asarray(edit.labels != losses.IGNORE if ans else edit.attention_mask == 1)
         per_step = rows.sum((1, 2, 3))
         return {
-            "T": t, "M": m, "B": b, "D": self.hp.back_depth,
-            "A_edit": self.lengths.edit, "A_unrel": self.lengths.unrel,
+            "T": t,
+            "M": m,
+            "B": b,
+            "D": self.hp.back_depth,
+            "A_edit": self.lengths.edit,
+            "A_unrel": self.lengths.unrel,
             "L": {kind: getattr(self.train, kind).input_ids.shape[-1] for kind in data.KINDS},
             "L_eval_edit": self.eval_step.edit.input_ids.shape[-1],
             "N": m * b * (self.lengths.edit if ans else l_edit),
@@ -178,8 +186,7 @@ def _memory(compiled) -> dict:
         return {}
     if stats is None:
         return {}
-    out = {"args": stats.argument_size_in_bytes, "temp": stats.temp_size_in_bytes,
-           "out": stats.output_size_in_bytes}
+    out = {"args": stats.argument_size_in_bytes, "temp": stats.temp_size_in_bytes, "out": stats.output_size_in_bytes}
     peak = getattr(stats, "peak_memory_in_bytes", 0)
     if peak:
         out["peak"] = peak
@@ -238,8 +245,7 @@ def capture_floor(llm_config, sites, params, kernels, batch):
     edited = es.edited_params(llm_config, params, kernels)
 
     def probed_loss(p):
-        logits, keys = models.forward_with_probes(
-            llm_config, edited, p, flat["input_ids"], flat["attention_mask"])
+        logits, keys = models.forward_with_probes(llm_config, edited, p, flat["input_ids"], flat["attention_mask"])
         ce = losses.micro_batch_cross_entropy(logits.reshape(m, b, l, -1), flat["labels"].reshape(m, b, l))
         return jnp.sum(ce), keys
 
@@ -254,7 +260,8 @@ def train_step_floor(llm_config, sites, n_answer, depth, t, params, kernels, bat
     grads_v, keys = capture_floor(llm_config, sites, params, kernels, edit)
     positions, _ = losses.answer_positions(unrel_t.labels, n_answer)
     fresh = losses.answer_logits(
-        es.forward_kind(llm_config, es.edited_params(llm_config, params, kernels), unrel_t), positions)
+        es.forward_kind(llm_config, es.edited_params(llm_config, params, kernels), unrel_t), positions
+    )
     idx = np.maximum(t - np.arange(depth), 0)
     equiv_w = jax.tree.map(lambda x: x[idx], batches.equiv)
     unrel_w = jax.tree.map(lambda x: x[idx], batches.unrel)
@@ -263,8 +270,7 @@ def train_step_floor(llm_config, sites, n_answer, depth, t, params, kernels, bat
 
     def window_loss(k):
         shifted = es.edited_params(llm_config, params, k)
-        gen = jnp.sum(losses.micro_batch_cross_entropy(
-            es.forward_kind(llm_config, shifted, equiv_w), equiv_w.labels))
+        gen = jnp.sum(losses.micro_batch_cross_entropy(es.forward_kind(llm_config, shifted, equiv_w), equiv_w.labels))
         post = losses.answer_logits(es.forward_kind(llm_config, shifted, unrel_w), w_positions)
         return gen + jnp.sum(losses.micro_batch_kl(pre_logits, post, w_valid))
 
@@ -298,28 +304,44 @@ def run(config, *, steps: int = 5, breakdown: bool = True, config_name: str = ""
     # Every step computes its window in full (steps before the start weigh 0); take a full one.
     t_floor = min(t_steps - 1, hp.back_depth - 1)
 
-    epoch_m, _ = measure(epoch.train_epoch_jit, _epoch_static(s),
-                         (s.params, s.nets, s.opt_state, s.norms, s.train), steps)
+    epoch_m, _ = measure(
+        epoch.train_epoch_jit, _epoch_static(s), (s.params, s.nets, s.opt_state, s.norms, s.train), steps
+    )
     floor_train, _ = measure(
         jax.jit(train_step_floor, static_argnums=(0, 1, 2, 3, 4)),
-        (lc, layout.names, s.lengths.unrel, hp.back_depth, t_floor), (s.params, s.kernels, s.train), steps)
-    edit_m, _ = measure(edit_step_jit, (lc, layout, hp.token, s.eval_answer_rows),
-                        (s.params, s.nets, s.kernels, s.norms, s.eval_step.edit), steps)
-    floor_edit, _ = measure(jax.jit(capture_floor, static_argnums=(0, 1)), (lc, layout.names),
-                            (s.params, s.kernels, s.eval_step.edit), steps)
+        (lc, layout.names, s.lengths.unrel, hp.back_depth, t_floor),
+        (s.params, s.kernels, s.train),
+        steps,
+    )
+    edit_m, _ = measure(
+        edit_step_jit,
+        (lc, layout, hp.token, s.eval_answer_rows),
+        (s.params, s.nets, s.kernels, s.norms, s.eval_step.edit),
+        steps,
+    )
+    floor_edit, _ = measure(
+        jax.jit(capture_floor, static_argnums=(0, 1)),
+        (lc, layout.names),
+        (s.params, s.kernels, s.eval_step.edit),
+        steps,
+    )
 
     per_step = epoch_m.run_s / t_steps
     lines = _header(s, config_name)
-    cols = (f"{'program':<34}{'compile s':>10}{'median s':>10}{'min s':>10}{'per step s':>11}"
-            f"{'floor s':>10}{'ratio':>7}{'GFLOP':>8}{'args MiB':>9}{'temp MiB':>9}{'peak MiB':>9}")
+    cols = (
+        f"{'program':<34}{'compile s':>10}{'median s':>10}{'min s':>10}{'per step s':>11}"
+        f"{'floor s':>10}{'ratio':>7}{'GFLOP':>8}{'args MiB':>9}{'temp MiB':>9}{'peak MiB':>9}"
+    )
     lines += [cols, "-" * len(cols)]
 
     def row(name, m: Measured, per=None, floor=None, gflop=True):
         ratio = None if per is None or floor is None else per / floor
-        return (f"{name:<34}{m.compile_s:>10.2f}{m.run_s:>10.5f}{m.min_s:>10.5f}{_fmt(per, '.5f'):>11}"
-                f"{_fmt(floor, '.5f'):>10}{_fmt(ratio, '.2f'):>7}"
-                f"{_fmt(m.gflop if gflop else None, '.3f'):>8}{_mem(m, 'args'):>9}{_mem(m, 'temp'):>9}"
-                f"{_mem(m, 'peak'):>9}")
+        return (
+            f"{name:<34}{m.compile_s:>10.2f}{m.run_s:>10.5f}{m.min_s:>10.5f}{_fmt(per, '.5f'):>11}"
+            f"{_fmt(floor, '.5f'):>10}{_fmt(ratio, '.2f'):>7}"
+            f"{_fmt(m.gflop if gflop else None, '.3f'):>8}{_mem(m, 'args'):>9}{_mem(m, 'temp'):>9}"
+            f"{_mem(m, 'peak'):>9}"
+        )
 
     lines += [
         row(f"train epoch ({t_steps} steps + Adam)", epoch_m, per_step, floor_train.run_s, gflop=False),
@@ -327,8 +349,7 @@ def run(config, *, steps: int = 5, breakdown: bool = True, config_name: str = ""
         row("edit step", edit_m, edit_m.run_s, floor_edit.run_s),
         row("edit-step floor (capture fwd+bwd)", floor_edit),
     ]
-    lines.append(f"{steps} timed runs after one warm-up; ratio = median per step / floor median "
-                 "(target <= 1.2)")
+    lines.append(f"{steps} timed runs after one warm-up; ratio = median per step / floor median (target <= 1.2)")
     if breakdown:
         lines += [""] + _breakdown(s, steps, per_step, edit_m, (floor_train, floor_edit))
     other = meter.other_cores()
@@ -357,8 +378,11 @@ def _header(s: Setup, config_name: str) -> list[str]:
     for shape, names in s.layout.groups.items():
         lines.append(f"sites   d_in x d_out = {shape[0]} x {shape[1]}: {', '.join(names)}")
     lines += [
-        "env     " + " ".join(f"{k}={os.environ.get(k, 'unset')}"
-                             for k in ("OPENBLAS_NUM_THREADS", "XLA_FLAGS", "JAX_DEFAULT_MATMUL_PRECISION")),
+        "env     "
+        + " ".join(
+            f"{k}={os.environ.get(k, 'unset')}"
+            for k in ("OPENBLAS_NUM_THREADS", "XLA_FLAGS", "JAX_DEFAULT_MATMUL_PRECISION")
+        ),
         "",
     ]
     return lines
@@ -380,63 +404,89 @@ def _breakdown(s: Setup, steps: int, train_step_s: float, edit_m: Measured, floo
 
     def capture(answer_rows):
         return lambda params, kernels, batch: es.capture_step(
-            lc, params, kernels, layout, batch, hp.token, answer_rows)
+            lc, params, kernels, layout, batch, hp.token, answer_rows
+        )
 
     edit_t = jax.tree.map(lambda x: x[t], s.train.edit)
     unrel_t = jax.tree.map(lambda x: x[t], s.train.unrel)
 
     cap_m, captures = timed(capture(lengths.edit), s.params, s.kernels, edit_t)
     norm_m, norms = timed(lambda norms, caps: es.update_norms(layout, norms, caps), s.norms, captures)
-    pred_m, factors = timed(lambda nets, norms, caps: es.predict_factors(layout, nets, norms, caps),
-                            s.nets, norms, captures)
+    pred_m, factors = timed(
+        lambda nets, norms, caps: es.predict_factors(layout, nets, norms, caps), s.nets, norms, captures
+    )
 
     def fresh_fn(params, kernels, unrel):
         positions, _ = losses.answer_positions(unrel.labels, lengths.unrel)
-        return losses.answer_logits(
-            es.forward_kind(lc, es.edited_params(lc, params, kernels), unrel), positions)
+        return losses.answer_logits(es.forward_kind(lc, es.edited_params(lc, params, kernels), unrel), positions)
 
     fresh_m, fresh = timed(fresh_fn, s.params, s.kernels, unrel_t)
     window = tuple(training.window_of(k, t, depth) for k in (s.train.equiv, s.train.unrel))
     pre_logits = jnp.concatenate(
-        [fresh[None], jnp.zeros((depth - 1, m, b, lengths.unrel, lc.vocab_size), fresh.dtype)], 0)
+        [fresh[None], jnp.zeros((depth - 1, m, b, lengths.unrel, lc.vocab_size), fresh.dtype)], 0
+    )
     weights = training.window_weights(t, depth, hp.time_decay)
 
     def loss_fn(nets, params, kernels, norms, caps, window, pre_logits, weights):
-        return training.step_loss(nets, llm_config=lc, layout=layout, hp=hp, params=params,
-                                  kernels=kernels, norms=norms, captures=caps, window=window,
-                                  pre_logits=pre_logits, weights=weights, n_answer=lengths.unrel)
+        return training.step_loss(
+            nets,
+            llm_config=lc,
+            layout=layout,
+            hp=hp,
+            params=params,
+            kernels=kernels,
+            norms=norms,
+            captures=caps,
+            window=window,
+            pre_logits=pre_logits,
+            weights=weights,
+            n_answer=lengths.unrel,
+        )
 
     loss_args = (s.nets, s.params, s.kernels, norms, captures, window, pre_logits, weights)
     fwd_m, _ = timed(lambda *a: loss_fn(*a)[0], *loss_args)
     vg_m, (_, grads) = timed(jax.value_and_grad(loss_fn, has_aux=True), *loss_args)
     acc = jax.tree.map(jnp.zeros_like, s.nets)
     clip_m, _ = timed(
-        lambda acc, g: training.clip_accumulated(jax.tree.map(jnp.add, acc, g), hp.max_grad_norm), acc, grads)
+        lambda acc, g: training.clip_accumulated(jax.tree.map(jnp.add, acc, g), hp.max_grad_norm), acc, grads
+    )
     apply_m, _ = timed(es.apply_factors, s.kernels, factors)
     hyper_m, _ = timed(
         lambda nets, norms, caps: jax.grad(
-            lambda n: sum(jnp.sum(c) for f in es.predict_factors(layout, n, norms, caps).values()
-                          for c in f))(nets),
-        s.nets, norms, captures)
+            lambda n: sum(jnp.sum(c) for f in es.predict_factors(layout, n, norms, caps).values() for c in f)
+        )(nets),
+        s.nets,
+        norms,
+        captures,
+    )
     # The scan body alone: one training step outside the scan, from the sequence's initial carry.
     static = (lc, layout, hp, lengths)
     carry = training.initial_carry(*static, s.params, s.nets, s.norms, s.train)
-    body_m, _ = timed(lambda params, nets, batches, carry, t: training.sequence_step(
-        *static, params, nets, batches, carry, t), s.params, s.nets, s.train, carry, jnp.int32(t))
+    body_m, _ = timed(
+        lambda params, nets, batches, carry, t: training.sequence_step(*static, params, nets, batches, carry, t),
+        s.params,
+        s.nets,
+        s.train,
+        carry,
+        jnp.int32(t),
+    )
 
     # The edit step's parts on the eval batch.
     ecap_m, ecaps = timed(capture(s.eval_answer_rows), s.params, s.kernels, s.eval_step.edit)
     enorm_m, enorms = timed(lambda norms, caps: es.update_norms(layout, norms, caps), s.norms, ecaps)
-    epred_m, efactors = timed(lambda nets, norms, caps: es.predict_factors(layout, nets, norms, caps),
-                              s.nets, enorms, ecaps)
+    epred_m, efactors = timed(
+        lambda nets, norms, caps: es.predict_factors(layout, nets, norms, caps), s.nets, enorms, ecaps
+    )
     eapply_m, _ = timed(es.apply_factors, s.kernels, efactors)
 
     cols = f"{'part (jitted alone)':<60}{'median s':>10}{'min s':>10}{'share':>7}{'GFLOP':>8}{'temp MiB':>9}"
     lines = [f"breakdown of training step t={t} (full window) and of the edit step", cols, "-" * len(cols)]
 
     def row(name, mm: Measured, whole):
-        return (f"{name:<60}{mm.run_s:>10.5f}{mm.min_s:>10.5f}{100 * mm.run_s / whole:>6.0f}%"
-                f"{_fmt(mm.gflop, '.3f'):>8}{_mem(mm, 'temp'):>9}")
+        return (
+            f"{name:<60}{mm.run_s:>10.5f}{mm.min_s:>10.5f}{100 * mm.run_s / whole:>6.0f}%"
+            f"{_fmt(mm.gflop, '.3f'):>8}{_mem(mm, 'temp'):>9}"
+        )
 
     def total(name, parts, whole):
         x = sum(mm.run_s for _, mm in parts)
@@ -471,7 +521,8 @@ def _breakdown(s: Setup, steps: int, train_step_s: float, edit_m: Measured, floo
     if body_m.gflop and floors[0].gflop and edit_m.gflop and floors[1].gflop:
         lines.append(
             f"FLOP ratios (XLA cost analysis, immune to timing noise): training step (sequence_step) / floor "
-            f"{body_m.gflop / floors[0].gflop:.3f}, edit step / floor {edit_m.gflop / floors[1].gflop:.3f}")
+            f"{body_m.gflop / floors[0].gflop:.3f}, edit step / floor {edit_m.gflop / floors[1].gflop:.3f}"
+        )
     return lines
 
 
@@ -506,6 +557,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     fl = flags.FLAGS
+    config_validation.validate(fl.config)
     config_file = getattr(fl["config"], "config_filename", None) or "?"
     overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
     name = " ".join([config_file, *overrides])

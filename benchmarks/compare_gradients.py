@@ -27,9 +27,10 @@ flags.DEFINE_list("modes", list(epoch.GRADIENT_MODES), "Gradient modes to compar
 
 def fixed_stream(config, n_train_rows, n_eval_rows):
     n_edits = config.data.n_edits
-    return {"train": data.draw_stream(n_train_rows, config.editor.n_epochs * config.train.num_seq,
-                                      n_edits, 1),
-            "eval": data.draw_stream(n_eval_rows, config.eval.num_seq, n_edits, 2)}
+    return {
+        "train": data.draw_stream(n_train_rows, config.editor.n_epochs * config.train.num_seq, n_edits, 1),
+        "eval": data.draw_stream(n_eval_rows, config.eval.num_seq, n_edits, 2),
+    }
 
 
 def main(argv):
@@ -43,8 +44,10 @@ def main(argv):
     stream = os.path.join(work, "stream.json")
     with open(stream, "w") as f:
         json.dump(fixed_stream(base, n_train, n_eval), f)
-    print(f"{base.editor.n_epochs} sequences x {base.train.num_seq} steps x {base.data.n_edits} edits, "
-          f"eval {base.eval.num_seq} steps; sites {list(base.model.edit_sites)}")
+    print(
+        f"{base.editor.n_epochs} sequences x {base.train.num_seq} steps x {base.data.n_edits} edits, "
+        f"eval {base.eval.num_seq} steps; sites {list(base.model.edit_sites)}"
+    )
     print(f"{'mode':<22} {'ES':>7} {'GS':>7} {'LS':>7} {'train s':>8} {'run s':>7}")
     for mode in flags.FLAGS.modes:
         config = base.copy_and_resolve_references()
@@ -53,8 +56,10 @@ def main(argv):
         workdir = os.path.join(work, mode)
         start = time.time()
         metrics = train_lib.train_and_evaluate(config, workdir)
-        print(f"{mode:<22} {metrics['ES']:>7.4f} {metrics['GS']:>7.4f} {metrics['LS']:>7.4f} "
-              f"{metrics['train_seconds']:>8.1f} {time.time() - start:>7.1f}")
+        print(
+            f"{mode:<22} {metrics['ES']:>7.4f} {metrics['GS']:>7.4f} {metrics['LS']:>7.4f} "
+            f"{metrics['train_seconds']:>8.1f} {time.time() - start:>7.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ def get_config():
     # Set to your local HF GPT-J-6B directory (config.json + safetensors or pytorch_model.bin).
     config.model.path = "/path/to/gpt-j-6b"
     config.model.dtype = "bfloat16"
-    config.model.edit_sites = [f"transformer.h.{i}.mlp.fc_out" for i in range(22, 28)]
+    config.model.edit_sites = tuple(f"transformer.h.{i}.mlp.fc_out" for i in range(22, 28))
     config.data.name = "zsre"
     # The shared zsRE files hold a few rows with an empty new answer: skip and count them.
     config.data.skip_malformed = True

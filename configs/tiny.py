@@ -11,7 +11,7 @@ def get_config():
     config = default_config()
 
     # model.path unset = the built-in tiny random GPT-J described by model.tiny.
-    config.model.edit_sites = ["transformer.h.2.mlp.fc_out", "transformer.h.3.mlp.fc_out"]
+    config.model.edit_sites = ("transformer.h.2.mlp.fc_out", "transformer.h.3.mlp.fc_out")
 
     # data.train_path / eval_path unset = synthetic zsRE-like facts made in code.
     config.data.n_edits = 8

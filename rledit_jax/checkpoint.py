@@ -55,9 +55,11 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     """`"field: saved -> current"` for each field (dotted) that differs, except `RESUMABLE_FIELDS`."""
     saved, current = _flatten(saved), _flatten(current)
     missing = "<absent>"
-    return [f"{k}: {saved.get(k, missing)!r} -> {current.get(k, missing)!r}"
-            for k in sorted(saved.keys() | current.keys())
-            if k not in RESUMABLE_FIELDS and saved.get(k, missing) != current.get(k, missing)]
+    return [
+        f"{k}: {saved.get(k, missing)!r} -> {current.get(k, missing)!r}"
+        for k in sorted(saved.keys() | current.keys())
+        if k not in RESUMABLE_FIELDS and saved.get(k, missing) != current.get(k, missing)
+    ]
 
 
 def _leaf_name(path) -> str:
@@ -73,13 +75,19 @@ def _leaf_name(path) -> str:
 def _check_arrays(directory, stored, abstract):
     """Raises if the stored arrays' names, shapes or dtypes are not those of `abstract`."""
     found = {leaf.name: (tuple(leaf.shape), str(leaf.dtype)) for leaf in jax.tree.leaves(stored)}
-    wanted = {_leaf_name(path): (tuple(leaf.shape), str(leaf.dtype))
-              for path, leaf in jax.tree_util.tree_leaves_with_path(abstract)}
-    problems = [f"{name}: stored {found.get(name, '<absent>')}, expected {wanted.get(name, '<absent>')}"
-                for name in sorted(found.keys() | wanted.keys()) if found.get(name) != wanted.get(name)]
+    wanted = {
+        _leaf_name(path): (tuple(leaf.shape), str(leaf.dtype))
+        for path, leaf in jax.tree_util.tree_leaves_with_path(abstract)
+    }
+    problems = [
+        f"{name}: stored {found.get(name, '<absent>')}, expected {wanted.get(name, '<absent>')}"
+        for name in sorted(found.keys() | wanted.keys())
+        if found.get(name) != wanted.get(name)
+    ]
     if problems:
-        raise ValueError(f"{directory} does not hold this run's training state (shape, dtype):\n  "
-                         + "\n  ".join(problems))
+        raise ValueError(
+            f"{directory} does not hold this run's training state (shape, dtype):\n  " + "\n  ".join(problems)
+        )
 
 
 class _QuietOrbax(std_logging.Filter):
@@ -96,8 +104,9 @@ class Checkpointer:
     sequence of this run; `padded_lengths`: the static sizes of the compiled training program.
     """
 
-    def __init__(self, directory: str, *, every: int, keep: int, config: dict, digests: list[str],
-                 padded_lengths: dict):
+    def __init__(
+        self, directory: str, *, every: int, keep: int, config: dict, digests: list[str], padded_lengths: dict
+    ):
         if every < 1 or keep < 1:
             raise ValueError(f"checkpoint.every and checkpoint.keep must be >= 1, got {every} and {keep}")
         self.directory = os.path.abspath(directory)
@@ -106,8 +115,10 @@ class Checkpointer:
         self.every = every
         self.config, self.digests, self.padded_lengths = config, digests, padded_lengths
         self._manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-            item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
+        )
 
     def latest(self) -> int | None:
         """The step of the newest complete checkpoint, or None."""
@@ -117,10 +128,14 @@ class Checkpointer:
         """Saves `state` after `step` sequences when `step` is a multiple of `every`, or `final`."""
         if step % self.every and not final:
             return False
-        meta = {"step": step, "config": self.config,
-                "data": {"sequence_digests": self.digests[:step], "padded_lengths": self.padded_lengths}}
-        self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+        meta = {
+            "step": step,
+            "config": self.config,
+            "data": {"sequence_digests": self.digests[:step], "padded_lengths": self.padded_lengths},
+        }
+        self._manager.save(
+            step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        )
         return True
 
     def restore(self, fresh_state: dict) -> tuple[int, dict]:
@@ -138,27 +153,33 @@ class Checkpointer:
         differences = config_differences(meta["config"], self.config)
         if differences:
             raise ValueError(
-                f"checkpoint {where} was made with a different config:\n  " + "\n  ".join(differences)
+                f"checkpoint {where} was made with a different config:\n  "
+                + "\n  ".join(differences)
                 + f"\nOnly {', '.join(RESUMABLE_FIELDS)} may change when resuming; "
-                "use another workdir (or delete its checkpoints/) to start over.")
+                "use another workdir (or delete its checkpoints/) to start over."
+            )
         if step > len(self.digests):
-            raise ValueError(f"checkpoint {where} has {step} training sequences done, more than "
-                             f"editor.n_epochs={len(self.digests)}")
+            raise ValueError(
+                f"checkpoint {where} has {step} training sequences done, more than editor.n_epochs={len(self.digests)}"
+            )
         saved = meta["data"]["sequence_digests"]
         changed = [e for e, (a, b) in enumerate(zip(saved, self.digests)) if a != b]
         if changed:
             raise ValueError(
                 f"checkpoint {where}: training sequences {changed} of this config edit other facts than "
                 "those the checkpoint was trained on (the dataset files changed, or, with synthetic facts, "
-                "editor.n_epochs changed: their train/eval split depends on it); use another workdir.")
+                "editor.n_epochs changed: their train/eval split depends on it); use another workdir."
+            )
         if meta["data"]["padded_lengths"] != self.padded_lengths:
             logging.warning(
                 "padded lengths changed from %s to %s: training continues on the same facts, but not "
-                "bitwise as an uninterrupted run would", meta["data"]["padded_lengths"], self.padded_lengths)
+                "bitwise as an uninterrupted run would",
+                meta["data"]["padded_lengths"],
+                self.padded_lengths,
+            )
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, fresh_state)
         _check_arrays(where, self._manager.item_metadata(step)["state"].tree, abstract)
-        state = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract))).state
+        state = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
         logging.info("resumed from %s (%d training sequences done)", where, step)
         return step, state
 
@@ -183,8 +204,13 @@ def rewind_metrics(path: str, step: int, steps_per_sequence: int):
         with open(path) as f:
             kept = [line for line in f if line.strip() and json.loads(line)["epoch"] < step]
     if len(kept) != step * steps_per_sequence:
-        logging.warning("%s holds %d lines of the %d training sequences done, expected %d",
-                        path, len(kept), step, step * steps_per_sequence)
+        logging.warning(
+            "%s holds %d lines of the %d training sequences done, expected %d",
+            path,
+            len(kept),
+            step,
+            step * steps_per_sequence,
+        )
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.writelines(kept)

@@ -7,6 +7,12 @@ command line, e.g. `--config.editor.rank=256`.
 import ml_collections
 from ml_collections import config_dict
 
+# The values of the enumerated fields.
+MODEL_DTYPES = ("float32", "bfloat16")
+DATASETS = ("zsre", "counterfact", "fever")
+TOKEN_MODES = ("ans", "all")
+GRADIENT_MODES = ("reference", "unrolled", "unrolled_second_order")
+
 
 def default_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -17,7 +23,7 @@ def default_config() -> ml_collections.ConfigDict:
     # Storage/compute dtype of the LLM weights ("float32" or "bfloat16"); shifts are always float32.
     config.model.dtype = "float32"
     # Edited linears, by HF module name.
-    config.model.edit_sites = ["transformer.h.2.mlp.fc_out", "transformer.h.3.mlp.fc_out"]
+    config.model.edit_sites = ("transformer.h.2.mlp.fc_out", "transformer.h.3.mlp.fc_out")
     # The built-in tiny GPT-J (used only when model.path is unset); vocab = the tiny tokenizer's.
     config.model.tiny = ml_collections.ConfigDict()
     config.model.tiny.n_positions = 128

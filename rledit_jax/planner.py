@@ -16,10 +16,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rledit_jax import data, models
+from rledit_jax import data, models, train_lib
 from rledit_jax.editor import edit_step, epoch, training
 from rledit_jax.editor.sites import make_layout
-from rledit_jax.models import gptj, hf_io, known_configs, registry
+from rledit_jax.models import hf_io, known_configs, registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,22 +41,17 @@ def model_config(config, model_name: str | None):
             raise ValueError(f"unknown model {model_name!r}; known: {sorted(known_configs.KNOWN_CONFIGS)}")
         hf = known_configs.KNOWN_CONFIGS[model_name]
         llm = registry.architecture(hf["model_type"]).config_from_hf(hf, hf_io.GENERIC_FIELDS)
-    elif config.model.path:
-        _, llm = hf_io.read_hf_config(config.model.path)
-    else:
-        tiny = config.model.tiny
-        llm = gptj.GPTJConfig(vocab_size=data.TINY_VOCAB_SIZE, n_positions=tiny.n_positions,
-                              n_embd=tiny.n_embd, n_layer=tiny.n_layer, n_head=tiny.n_head,
-                              rotary_dim=tiny.rotary_dim, n_inner=tiny.n_inner)
-    return dataclasses.replace(llm, param_dtype=config.model.dtype, dtype=config.model.dtype)
+        return dataclasses.replace(llm, param_dtype=config.model.dtype, dtype=config.model.dtype)
+    return train_lib.llm_config_of(config.model)
 
 
 def abstract_batches(steps: int, n_edits: int, batch_size: int, seq_len: int) -> data.StepBatches:
     micro = -(-n_edits // batch_size)
     tokens = jax.ShapeDtypeStruct((steps, micro, batch_size, seq_len), jnp.int32)
     rows = jax.ShapeDtypeStruct((steps, micro, batch_size), jnp.int32)
-    kind = data.KindBatch(input_ids=tokens, attention_mask=tokens, labels=tokens, old_labels=tokens,
-                          fact_index=rows, n_truncated=0)
+    kind = data.KindBatch(
+        input_ids=tokens, attention_mask=tokens, labels=tokens, old_labels=tokens, fact_index=rows, n_truncated=0
+    )
     return data.StepBatches(edit=kind, equiv=kind, unrel=kind)
 
 
@@ -64,10 +59,17 @@ def _row(program, mode, steps, compiled) -> PlanRow:
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    peak = (mem.argument_size_in_bytes + mem.temp_size_in_bytes + mem.output_size_in_bytes
-            - mem.alias_size_in_bytes)
-    return PlanRow(program, mode, steps, mem.argument_size_in_bytes, mem.temp_size_in_bytes,
-                   mem.output_size_in_bytes, peak, float(cost.get("flops", float("nan"))))
+    peak = mem.argument_size_in_bytes + mem.temp_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+    return PlanRow(
+        program,
+        mode,
+        steps,
+        mem.argument_size_in_bytes,
+        mem.temp_size_in_bytes,
+        mem.output_size_in_bytes,
+        peak,
+        float(cost.get("flops", float("nan"))),
+    )
 
 
 def plan(config, *, modes, steps_list, seq_len: int, answer_len: int, model_name: str | None = None):
@@ -87,27 +89,37 @@ def plan(config, *, modes, steps_list, seq_len: int, answer_len: int, model_name
         for steps in steps_list:
             batches = abstract_batches(steps, n_edits, batch_size, seq_len)
             compiled = epoch.train_epoch_jit.lower(
-                llm, layout, hp, lengths, mode, False, params, nets, opt_state, norms, batches).compile()
+                llm, layout, hp, lengths, mode, False, params, nets, opt_state, norms, batches
+            ).compile()
             rows.append(_row("train sequence", mode, steps, compiled))
     step_batch = jax.tree.map(lambda x: x, abstract_batches(1, n_edits, batch_size, seq_len).edit)
     step_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), step_batch)
     kernels = jax.eval_shape(lambda p: edit_step.base_kernels(llm, layout, p), params)
-    compiled = jax.jit(edit_step.edit_step, static_argnums=(0, 1, 2, 8)).lower(
-        llm, layout, hp.token, params, nets, kernels, norms, step_batch, lengths.edit).compile()
+    compiled = (
+        jax.jit(edit_step.edit_step, static_argnums=(0, 1, 2, 8))
+        .lower(llm, layout, hp.token, params, nets, kernels, norms, step_batch, lengths.edit)
+        .compile()
+    )
     rows.append(_row("edit step", "-", 1, compiled))
     return llm, layout, rows
 
 
 def format_table(llm, layout, config, rows, seq_len, answer_len) -> str:
     gib = 2.0**30
-    head = (f"model {llm.model_type}: n_embd={llm.n_embd} n_layer={llm.n_layer} vocab={llm.vocab_size} "
-            f"dtype={llm.param_dtype}; sites {list(layout.names)}\n"
-            f"n_edits={config.data.n_edits} batch_size={config.data.batch_size} seq_len={seq_len} "
-            f"answer_len={answer_len} back_depth={config.editor.back_depth} rank={config.editor.rank}\n")
-    lines = [f"{'program':<15} {'mode':<22} {'T':>5} {'args GiB':>9} {'temp GiB':>9} {'out GiB':>8} "
-             f"{'peak GiB':>9} {'TFLOP/step':>10}"]
+    head = (
+        f"model {llm.model_type}: n_embd={llm.n_embd} n_layer={llm.n_layer} vocab={llm.vocab_size} "
+        f"dtype={llm.param_dtype}; sites {list(layout.names)}\n"
+        f"n_edits={config.data.n_edits} batch_size={config.data.batch_size} seq_len={seq_len} "
+        f"answer_len={answer_len} back_depth={config.editor.back_depth} rank={config.editor.rank}\n"
+    )
+    lines = [
+        f"{'program':<15} {'mode':<22} {'T':>5} {'args GiB':>9} {'temp GiB':>9} {'out GiB':>8} "
+        f"{'peak GiB':>9} {'TFLOP/step':>10}"
+    ]
     for r in rows:
-        lines.append(f"{r.program:<15} {r.mode:<22} {r.steps:>5} {r.args_bytes / gib:>9.3f} "
-                     f"{r.temp_bytes / gib:>9.3f} {r.out_bytes / gib:>8.3f} {r.peak_bytes / gib:>9.3f} "
-                     f"{r.flops / 1e12:>10.3f}")
+        lines.append(
+            f"{r.program:<15} {r.mode:<22} {r.steps:>5} {r.args_bytes / gib:>9.3f} "
+            f"{r.temp_bytes / gib:>9.3f} {r.out_bytes / gib:>8.3f} {r.peak_bytes / gib:>9.3f} "
+            f"{r.flops / 1e12:>10.3f}"
+        )
     return head + "\n".join(lines)

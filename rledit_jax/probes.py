@@ -23,7 +23,6 @@ from rledit_jax.data.tokenization import IGNORE
 from rledit_jax.dtypes import working_float
 
 
-
 class SiteCapture(NamedTuple):
     keys: jax.Array
     value_grads: jax.Array
@@ -65,9 +64,7 @@ def capture_with_loss(config, params, sites, batch, token: str = "ans", loss_fn=
     probes = {s: jnp.zeros((b, t, shapes[s][1]), jnp.dtype(config.dtype)) for s in sites}
 
     def probed_loss(probes):
-        logits, keys = models.forward_with_probes(
-            config, params, probes, batch["input_ids"], batch["attention_mask"]
-        )
+        logits, keys = models.forward_with_probes(config, params, probes, batch["input_ids"], batch["attention_mask"])
         return loss_fn(logits, batch["labels"]), keys
 
     (loss, keys), grads = jax.value_and_grad(probed_loss, has_aux=True)(probes)

@@ -14,6 +14,7 @@ synthetic ones) and the edit streams; trains the hypernetworks for `editor.n_epo
                        a run finds the latest one there and continues from it
 """
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -24,11 +25,30 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from rledit_jax import checkpoint, data, models
+from rledit_jax import checkpoint, config_validation, data, models
 from rledit_jax.editor import epoch, evaluation, reference_io, training
 from rledit_jax.editor.sites import check_hypernets, make_layout
 
 DATASET_METRIC = {"zsre": "token", "fever": "token", "counterfact": "counterfact"}
+
+
+def llm_config_of(model_config):
+    """The LLM config of `config.model`: `path`'s config.json (no weights read), or the tiny model's."""
+    if model_config.path:
+        _, llm_config = models.read_hf_config(model_config.path)
+        return dataclasses.replace(llm_config, param_dtype=model_config.dtype, dtype=model_config.dtype)
+    tiny = model_config.tiny
+    return models.GPTJConfig(
+        vocab_size=data.TINY_VOCAB_SIZE,
+        n_positions=tiny.n_positions,
+        n_embd=tiny.n_embd,
+        n_layer=tiny.n_layer,
+        n_head=tiny.n_head,
+        rotary_dim=tiny.rotary_dim,
+        n_inner=tiny.n_inner,
+        param_dtype=model_config.dtype,
+        dtype=model_config.dtype,
+    )
 
 
 def load_model(model_config):
@@ -36,25 +56,19 @@ def load_model(model_config):
     if model_config.path:
         llm_config, params = models.load_hf(model_config.path, param_dtype=model_config.dtype)
         return llm_config, params, model_config.path
-    tiny = model_config.tiny
-    llm_config = models.GPTJConfig(
-        vocab_size=data.TINY_VOCAB_SIZE, n_positions=tiny.n_positions, n_embd=tiny.n_embd,
-        n_layer=tiny.n_layer, n_head=tiny.n_head, rotary_dim=tiny.rotary_dim, n_inner=tiny.n_inner,
-        param_dtype=model_config.dtype, dtype=model_config.dtype,
-    )
-    return llm_config, models.init_params(llm_config, jax.random.PRNGKey(tiny.seed)), None
+    llm_config = llm_config_of(model_config)
+    return llm_config, models.init_params(llm_config, jax.random.PRNGKey(model_config.tiny.seed)), None
 
 
 def load_splits(data_config, seed: int, n_train_rows: int, n_eval_rows: int):
     """`(train facts, eval facts, n malformed rows skipped)`; unset paths give disjoint synthetic facts."""
-    if bool(data_config.train_path) != bool(data_config.eval_path):
-        raise ValueError("set both data.train_path and data.eval_path, or neither (synthetic facts)")
     if not data_config.train_path:
-        facts = data.make_synthetic_facts(
-            min(data.MAX_SYNTHETIC_FACTS, n_train_rows + n_eval_rows), seed)
+        facts = data.make_synthetic_facts(min(data.MAX_SYNTHETIC_FACTS, n_train_rows + n_eval_rows), seed)
         return facts[:n_train_rows], facts[n_train_rows:], 0
-    loaded = [data.load_facts(data_config.name, p, skip_malformed=data_config.skip_malformed, seed=seed)
-              for p in (data_config.train_path, data_config.eval_path)]
+    loaded = [
+        data.load_facts(data_config.name, p, skip_malformed=data_config.skip_malformed, seed=seed)
+        for p in (data_config.train_path, data_config.eval_path)
+    ]
     for split in loaded:
         for message in split.skipped:
             logging.warning("skipped malformed row: %s", message)
@@ -72,8 +86,9 @@ def edit_streams(config, n_train: int, n_eval: int):
         if len(train) % t_train or len(train[0]) != n_edits or len(evals[0]) != n_edits:
             raise ValueError(
                 f"stream file {config.data.stream_file}: train must hold a multiple of train.num_seq="
-                f"{t_train} steps and every step data.n_edits={n_edits} rows")
-        sequences = [train[i:i + t_train] for i in range(0, len(train), t_train)]
+                f"{t_train} steps and every step data.n_edits={n_edits} rows"
+            )
+        sequences = [train[i : i + t_train] for i in range(0, len(train), t_train)]
         return [sequences[e % len(sequences)] for e in range(epochs)], evals[: config.eval.num_seq]
     seed = config.train.seed
     train = [data.draw_stream(n_train, t_train, n_edits, seed + e) for e in range(epochs)]
@@ -82,8 +97,13 @@ def edit_streams(config, n_train: int, n_eval: int):
 
 def _step_batches(config, tokenizer, facts, steps, max_length):
     return data.build_step_batches(
-        tokenizer, facts, steps, batch_size=config.data.batch_size, max_length=max_length,
-        truncate=config.data.truncate)
+        tokenizer,
+        facts,
+        steps,
+        batch_size=config.data.batch_size,
+        max_length=max_length,
+        truncate=config.data.truncate,
+    )
 
 
 def initial_editor(config, layout, hp):
@@ -115,39 +135,48 @@ def _trace_arrays(prefix, layout, factors):
 
 def train_and_evaluate(config, workdir: str) -> dict:
     """Runs the job described by `config`; returns the final metrics (also in `workdir/metrics.json`)."""
-    if config.data.name not in DATASET_METRIC:
-        raise ValueError(f"data.name must be one of {sorted(DATASET_METRIC)}, got {config.data.name!r}")
-    if config.train.gradient not in epoch.GRADIENT_MODES:
-        raise ValueError(
-            f"train.gradient must be one of {epoch.GRADIENT_MODES}, got {config.train.gradient!r}")
-    os.makedirs(workdir, exist_ok=True)
-    resolved = json.loads(config.to_json())
-
-    llm_config, params, model_tokenizer = load_model(config.model)
-    tokenizer = data.load_tokenizer(config.data.tokenizer_path or model_tokenizer)
-    layout = make_layout(llm_config, list(config.model.edit_sites))
+    # Every input is checked (config, edit sites, data, tokenisation) before any weights load and
+    # before anything is written.
+    config_validation.validate(config)
+    llm_config = llm_config_of(config.model)
+    layout = make_layout(llm_config, config.model.edit_sites)
+    tokenizer = data.load_tokenizer(config.data.tokenizer_path or config.model.path)
     hp = training.EditorHParams.from_config(config.editor)
     n_edits = config.data.n_edits
     train_facts, eval_facts, n_skipped = load_splits(
-        config.data, config.train.seed,
-        config.editor.n_epochs * config.train.num_seq * n_edits, config.eval.num_seq * n_edits)
+        config.data,
+        config.train.seed,
+        config.editor.n_epochs * config.train.num_seq * n_edits,
+        config.eval.num_seq * n_edits,
+    )
     train_streams, eval_stream = edit_streams(config, len(train_facts), len(eval_facts))
     max_length = llm_config.n_positions
     # All sequences are built together so every epoch has the same shapes (one compilation).
     all_train = _step_batches(config, tokenizer, train_facts, sum(train_streams, []), max_length)
     t_train = config.train.num_seq
-    train_batches = [jax.tree.map(lambda x, e=e: x[e * t_train:(e + 1) * t_train], all_train)
-                     for e in range(len(train_streams))]
+    train_batches = [
+        jax.tree.map(lambda x, e=e: x[e * t_train : (e + 1) * t_train], all_train) for e in range(len(train_streams))
+    ]
     eval_batches = _step_batches(config, tokenizer, eval_facts, eval_stream, max_length)
     lengths = training.AnswerLengths.of(all_train)
+
+    llm_config, params, _ = load_model(config.model)
+    os.makedirs(workdir, exist_ok=True)
+    resolved = json.loads(config.to_json())
 
     nets, norms = initial_editor(config, layout, hp)
     opt_state = training.make_optimizer(hp).init(nets)
     ckpt = checkpoint.Checkpointer(
-        os.path.join(workdir, "checkpoints"), every=config.checkpoint.every, keep=config.checkpoint.keep,
-        config=resolved, digests=[checkpoint.sequence_digest(train_facts, s) for s in train_streams],
-        padded_lengths={**{kind: getattr(all_train, kind).input_ids.shape[-1] for kind in data.KINDS},
-                        "answers": [lengths.edit, lengths.unrel]})
+        os.path.join(workdir, "checkpoints"),
+        every=config.checkpoint.every,
+        keep=config.checkpoint.keep,
+        config=resolved,
+        digests=[checkpoint.sequence_digest(train_facts, s) for s in train_streams],
+        padded_lengths={
+            **{kind: getattr(all_train, kind).input_ids.shape[-1] for kind in data.KINDS},
+            "answers": [lengths.edit, lengths.unrel],
+        },
+    )
     metrics_path = os.path.join(workdir, "train_metrics.jsonl")
     trace, out = {}, None
     start = time.time()
@@ -159,19 +188,27 @@ def train_and_evaluate(config, workdir: str) -> dict:
     with ckpt, open(metrics_path, "a") as metrics_file:
         for e in tqdm.trange(done, len(train_batches), desc="train sequences", unit="seq"):
             nets, opt_state, norms, grads, out = epoch.train_epoch_jit(
-                llm_config, layout, hp, lengths, config.train.gradient, config.trace, params, nets,
-                opt_state, norms, train_batches[e])
+                llm_config,
+                layout,
+                hp,
+                lengths,
+                config.train.gradient,
+                config.trace,
+                params,
+                nets,
+                opt_state,
+                norms,
+                train_batches[e],
+            )
             scalars = {k: np.asarray(v) for k, v in out.items() if k != "factors"}
             for t in range(t_train):
                 # Per-step values, and per-sequence ones (the unrolled modes' gradient norm) repeated.
-                row = {"epoch": e, "step": t,
-                       **{k: float(v[t] if v.ndim else v) for k, v in scalars.items()}}
+                row = {"epoch": e, "step": t, **{k: float(v[t] if v.ndim else v) for k, v in scalars.items()}}
                 metrics_file.write(json.dumps(row) + "\n")
             metrics_file.flush()
             if not np.isfinite(scalars["loss"]).all():
                 raise FloatingPointError(f"non-finite training loss in sequence {e}; see {metrics_path}")
-            ckpt.save(e + 1, {"nets": nets, "opt_state": opt_state, "norms": norms},
-                      final=e + 1 == len(train_batches))
+            ckpt.save(e + 1, {"nets": nets, "opt_state": opt_state, "norms": norms}, final=e + 1 == len(train_batches))
     train_seconds = time.time() - start
     if config.trace and out is None:
         logging.warning("training was complete in the checkpoint: trace.npz holds the evaluation only")
@@ -184,16 +221,29 @@ def train_and_evaluate(config, workdir: str) -> dict:
         trace.update({f"train/grad/{k}": v for k, v in ref_grads.items() if ".normalizer." not in k})
 
     reference_io.save_reference_file(
-        os.path.join(workdir, "hypernet.safetensors"), reference_io.to_reference(nets, norms))
+        os.path.join(workdir, "hypernet.safetensors"), reference_io.to_reference(nets, norms)
+    )
 
     start = time.time()
     scores, _, norms, eval_factors = evaluation.evaluate_jit(
-        llm_config, layout, hp.token, DATASET_METRIC[config.data.name],
-        training.AnswerLengths.of(eval_batches).edit, config.trace, params, nets, norms, eval_batches)
+        llm_config,
+        layout,
+        hp.token,
+        DATASET_METRIC[config.data.name],
+        training.AnswerLengths.of(eval_batches).edit,
+        config.trace,
+        params,
+        nets,
+        norms,
+        eval_batches,
+    )
     metrics = {k: float(v) for k, v in scores.items()}
     metrics.update(
-        train_seconds=train_seconds, eval_seconds=time.time() - start,
-        n_train_facts=len(train_facts), n_eval_facts=len(eval_facts), n_skipped_rows=n_skipped,
+        train_seconds=train_seconds,
+        eval_seconds=time.time() - start,
+        n_train_facts=len(train_facts),
+        n_eval_facts=len(eval_facts),
+        n_skipped_rows=n_skipped,
         n_truncated=all_train.n_truncated + eval_batches.n_truncated,
     )
     _write_json(os.path.join(workdir, "metrics.json"), metrics)

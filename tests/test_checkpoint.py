@@ -54,8 +54,12 @@ def assert_same_run(workdir, reference):
 
 def test_extending_n_epochs_resumes_exactly(stream_file, uninterrupted, tmp_path):
     train_lib.train_and_evaluate(config(stream_file, **{"editor.n_epochs": 1}), str(tmp_path))
-    assert checkpoint.Checkpointer(str(tmp_path / "checkpoints"), every=1, keep=2, config={}, digests=[],
-                                   padded_lengths={}).latest() == 1
+    assert (
+        checkpoint.Checkpointer(
+            str(tmp_path / "checkpoints"), every=1, keep=2, config={}, digests=[], padded_lengths={}
+        ).latest()
+        == 1
+    )
     train_lib.train_and_evaluate(config(stream_file), str(tmp_path))
     assert_same_run(tmp_path, uninterrupted)
 
@@ -80,8 +84,11 @@ def test_killed_run_resumes_exactly(stream_file, uninterrupted, tmp_path, monkey
         monkeypatch.setattr(epoch, "train_epoch_jit", dies_in_third)
     else:
         save = checkpoint.Checkpointer.save
-        monkeypatch.setattr(checkpoint.Checkpointer, "save", lambda self, step, *a, **k: (
-            save(self, step, *a, **k) if step < 2 else (_ for _ in ()).throw(Killed())))
+        monkeypatch.setattr(
+            checkpoint.Checkpointer,
+            "save",
+            lambda self, step, *a, **k: save(self, step, *a, **k) if step < 2 else (_ for _ in ()).throw(Killed()),
+        )
     with pytest.raises(Killed):
         train_lib.train_and_evaluate(config(stream_file), str(tmp_path))
     monkeypatch.undo()
@@ -107,8 +114,9 @@ def synthetic_run(tmp_path_factory):
 
 def test_other_config_stops_naming_the_fields(synthetic_run):
     before = (synthetic_run / "config.json").read_text()
-    other = tiny_config(**{"editor.n_epochs": 1, "editor.rank": 16,
-                           "model.edit_sites": ["transformer.h.3.mlp.fc_out"]})
+    other = tiny_config(
+        **{"editor.n_epochs": 1, "editor.rank": 16, "model.edit_sites": ["transformer.h.3.mlp.fc_out"]}
+    )
     with pytest.raises(ValueError, match="different config") as error:
         train_lib.train_and_evaluate(other, str(synthetic_run))
     message = str(error.value)
@@ -143,8 +151,9 @@ def test_checkpoint_holds_no_llm_params(synthetic_run):
 
 def test_restore_checks_shapes_and_dtypes(tmp_path):
     state = {"nets": {(4, 2): {"w": jnp.arange(6.0).reshape(2, 3)}}, "count": jnp.array(3, jnp.int32)}
-    make = lambda: checkpoint.Checkpointer(str(tmp_path), every=2, keep=1, config={"a": 1}, digests=["d"] * 4,
-                                           padded_lengths={})
+    make = lambda: checkpoint.Checkpointer(
+        str(tmp_path), every=2, keep=1, config={"a": 1}, digests=["d"] * 4, padded_lengths={}
+    )
     with make() as ckpt:
         assert not ckpt.save(1, state)  # not a multiple of every
         assert ckpt.save(1, state, final=True)
@@ -154,7 +163,9 @@ def test_restore_checks_shapes_and_dtypes(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)))
     wrong_dtype = {**state, "count": jnp.zeros((), jnp.float32)}
     wrong_shape = {**state, "nets": {(4, 2): {"w": jnp.zeros((3, 2))}}}
-    for wrong, what in ((wrong_dtype, r"count: stored \(\(\), 'int32'\), expected \(\(\), 'float32'\)"),
-                        (wrong_shape, r"nets.\(4, 2\).w: stored \(\(2, 3\)")):
+    for wrong, what in (
+        (wrong_dtype, r"count: stored \(\(\), 'int32'\), expected \(\(\), 'float32'\)"),
+        (wrong_shape, r"nets.\(4, 2\).w: stored \(\(2, 3\)"),
+    ):
         with make() as ckpt, pytest.raises(ValueError, match=what):
             ckpt.restore(wrong)

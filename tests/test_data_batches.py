@@ -9,15 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.char_tokenizer import CharTokenizer
 from rledit_jax.data import Fact, Pair, StepBatches, build_step_batches
+from tests.char_tokenizer import CharTokenizer
 
 PAD = 0
 
 
-def expected_row(
-    prompt: str, answer: str, old: str | None, length: int, prefix: tuple[int, ...] = ()
-) -> dict:
+def expected_row(prompt: str, answer: str, old: str | None, length: int, prefix: tuple[int, ...] = ()) -> dict:
     p = list(prefix) + [ord(c) + 1 for c in prompt]
     a = [ord(c) + 1 for c in " " + answer]
     n = len(p) + len(a) - 1
@@ -36,8 +34,16 @@ def expected_row(
 
 # Prompt lengths (edit, equiv, unrel) of ten facts; every answer is "x", so a pair is one token longer.
 LENGTHS = [
-    (3, 6, 4), (5, 2, 4), (3, 6, 4), (7, 2, 4), (5, 9, 4),
-    (2, 1, 4), (2, 3, 4), (4, 1, 4), (2, 3, 4), (1, 2, 4),
+    (3, 6, 4),
+    (5, 2, 4),
+    (3, 6, 4),
+    (7, 2, 4),
+    (5, 9, 4),
+    (2, 1, 4),
+    (2, 3, 4),
+    (4, 1, 4),
+    (2, 3, 4),
+    (1, 2, 4),
 ]
 STEPS = [[0, 1, 2, 3, 4], [9, 8, 7, 6, 5]]
 # Longest first, ties in step order, each kind on its own; -1 marks the padding row.

@@ -21,9 +21,7 @@ ZSRE_MEND = {
 ZSRE_MEND_FACT = Fact(
     edit=Pair("What is Maria Luisa of Spain's spouse's name?", "Charles IV of Spain"),
     equiv=Pair("What's the name of Maria Luisa of Spain's spouse?", "Charles IV of Spain"),
-    unrel=Pair(
-        "nq question: oldest recording of house of the rising sun?", "Clarence Ashley and Gwen Foster"
-    ),
+    unrel=Pair("nq question: oldest recording of house of the rising sun?", "Clarence Ashley and Gwen Foster"),
 )
 ZSRE_REFERENCE = {
     "src": "Which team does Achmad Rifai play for?",
@@ -201,7 +199,9 @@ def test_malformed_rows(tmp_path, name, bad_row, message):
     path = write(tmp_path / "data.json", [good, good, bad_row, good])
     with pytest.raises(ValueError) as raised:
         load_facts(name, path)
-    assert str(raised.value) == f"{path} row 2: {message}"
+    assert (
+        str(raised.value) == f"{path} row 2: {message} (--config.data.skip_malformed=True skips and counts such rows)"
+    )
 
     loaded = load_facts(name, path, skip_malformed=True)
     assert len(loaded.facts) == 3
@@ -210,9 +210,7 @@ def test_malformed_rows(tmp_path, name, bad_row, message):
 
 
 def test_skip_counts_every_bad_row(tmp_path):
-    rows = [
-        ZSRE_MEND, without(ZSRE_MEND, "src"), dict(ZSRE_MEND, loc=[]), ZSRE_MEND, dict(ZSRE_MEND, loc_ans="")
-    ]
+    rows = [ZSRE_MEND, without(ZSRE_MEND, "src"), dict(ZSRE_MEND, loc=[]), ZSRE_MEND, dict(ZSRE_MEND, loc_ans="")]
     loaded = load_facts("zsre", write(tmp_path / "z.jsonl", rows), skip_malformed=True)
     assert loaded.facts == [ZSRE_MEND_FACT, ZSRE_MEND_FACT]
     assert loaded.row_indices == [0, 3]

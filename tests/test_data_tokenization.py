@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.char_tokenizer import CharTokenizer
 from rledit_jax.data import (
     Fact,
     Pair,
@@ -20,6 +19,7 @@ from rledit_jax.data import (
     load_tokenizer,
     tokenize_pair,
 )
+from tests.char_tokenizer import CharTokenizer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 GPT2_DIR = SHARED / "tokenizers" / "gpt2"
@@ -150,48 +150,83 @@ def test_real_zsre_step_batch_rows(gpt2):
 GENERATED = {
     "zsre_mend.json": (
         "zsre",
-        {"src": "Who is the spouse of Maria Luisa?", "rephrase": "Maria Luisa married whom?",
-         "alt": "Charles IV of Spain", "answers": ["x"], "loc": "nq question: who wrote hamlet",
-         "loc_ans": "William Shakespeare"},
-        Fact(Pair("Who is the spouse of Maria Luisa?", "Charles IV of Spain"),
-             Pair("Maria Luisa married whom?", "Charles IV of Spain"),
-             Pair("nq question: who wrote hamlet?", "William Shakespeare")),
+        {
+            "src": "Who is the spouse of Maria Luisa?",
+            "rephrase": "Maria Luisa married whom?",
+            "alt": "Charles IV of Spain",
+            "answers": ["x"],
+            "loc": "nq question: who wrote hamlet",
+            "loc_ans": "William Shakespeare",
+        },
+        Fact(
+            Pair("Who is the spouse of Maria Luisa?", "Charles IV of Spain"),
+            Pair("Maria Luisa married whom?", "Charles IV of Spain"),
+            Pair("nq question: who wrote hamlet?", "William Shakespeare"),
+        ),
     ),
     "zsre_reference.jsonl": (
         "zsre",
-        {"src": "Which team does Achmad Rifai play for?", "rephrase": "Achmad Rifai plays for?",
-         "ans": "Persib Bandung", "loc": "nq question: capital of peru", "loc_ans": "Lima"},
-        Fact(Pair("Which team does Achmad Rifai play for?", "Persib Bandung"),
-             Pair("Achmad Rifai plays for?", "Persib Bandung"),
-             Pair("nq question: capital of peru?", "Lima")),
+        {
+            "src": "Which team does Achmad Rifai play for?",
+            "rephrase": "Achmad Rifai plays for?",
+            "ans": "Persib Bandung",
+            "loc": "nq question: capital of peru",
+            "loc_ans": "Lima",
+        },
+        Fact(
+            Pair("Which team does Achmad Rifai play for?", "Persib Bandung"),
+            Pair("Achmad Rifai plays for?", "Persib Bandung"),
+            Pair("nq question: capital of peru?", "Lima"),
+        ),
     ),
     "counterfact_rome.json": (
         "counterfact",
-        {"requested_rewrite": {"prompt": "{} is a native speaker of", "subject": "Léon Blum",
-                               "target_new": {"str": "Norwegian"}, "target_true": {"str": "French"}},
-         "paraphrase_prompts": ["Léon Blum grew up speaking"],
-         "neighborhood_prompts": ["Jacques Chirac is a native speaker of"]},
-        Fact(Pair("Léon Blum is a native speaker of", "Norwegian", "French"),
-             Pair("Léon Blum grew up speaking", "Norwegian", "French"),
-             Pair("Jacques Chirac is a native speaker of", "French", "Norwegian")),
+        {
+            "requested_rewrite": {
+                "prompt": "{} is a native speaker of",
+                "subject": "Léon Blum",
+                "target_new": {"str": "Norwegian"},
+                "target_true": {"str": "French"},
+            },
+            "paraphrase_prompts": ["Léon Blum grew up speaking"],
+            "neighborhood_prompts": ["Jacques Chirac is a native speaker of"],
+        },
+        Fact(
+            Pair("Léon Blum is a native speaker of", "Norwegian", "French"),
+            Pair("Léon Blum grew up speaking", "Norwegian", "French"),
+            Pair("Jacques Chirac is a native speaker of", "French", "Norwegian"),
+        ),
     ),
     "counterfact_easyedit.jsonl": (
         "counterfact",
-        {"prompt": "The official religion of Edwin of Northumbria is", "target_new": "Islam",
-         "ground_truth": "Christianity", "rephrase_prompt": "Edwin of Northumbria follows the religion of",
-         "locality_prompt": "The official religion of Paul is", "locality_ground_truth": "Christianity"},
-        Fact(Pair("The official religion of Edwin of Northumbria is", "Islam", "Christianity"),
-             Pair("Edwin of Northumbria follows the religion of", "Islam", "Christianity"),
-             Pair("The official religion of Paul is", "Christianity", "Islam")),
+        {
+            "prompt": "The official religion of Edwin of Northumbria is",
+            "target_new": "Islam",
+            "ground_truth": "Christianity",
+            "rephrase_prompt": "Edwin of Northumbria follows the religion of",
+            "locality_prompt": "The official religion of Paul is",
+            "locality_ground_truth": "Christianity",
+        },
+        Fact(
+            Pair("The official religion of Edwin of Northumbria is", "Islam", "Christianity"),
+            Pair("Edwin of Northumbria follows the religion of", "Islam", "Christianity"),
+            Pair("The official religion of Paul is", "Christianity", "Islam"),
+        ),
     ),
     "fever.json": (
         "fever",
-        {"prompt": "Is it true that the Eiffel Tower is in Rome?",
-         "equiv_prompt": ["Is the Eiffel Tower in Rome?"],
-         "unrel_prompt": "Is it true that water is wet?", "alt": "Yes", "unrel_ans": "No"},
-        Fact(Pair("Is it true that the Eiffel Tower is in Rome?", "Yes"),
-             Pair("Is the Eiffel Tower in Rome?", "Yes"),
-             Pair("Is it true that water is wet?", "No")),
+        {
+            "prompt": "Is it true that the Eiffel Tower is in Rome?",
+            "equiv_prompt": ["Is the Eiffel Tower in Rome?"],
+            "unrel_prompt": "Is it true that water is wet?",
+            "alt": "Yes",
+            "unrel_ans": "No",
+        },
+        Fact(
+            Pair("Is it true that the Eiffel Tower is in Rome?", "Yes"),
+            Pair("Is the Eiffel Tower in Rome?", "Yes"),
+            Pair("Is it true that water is wet?", "No"),
+        ),
     ),
 }
 

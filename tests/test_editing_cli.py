@@ -55,13 +55,25 @@ def files(tmp_path_factory):
 
 
 def bin_edit(*args):
-    return subprocess.run([sys.executable, str(ROOT / "bin" / "edit"), *map(str, args)],
-                          capture_output=True, text=True, env=ENV, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bin" / "edit"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
 
 
 def edit_args(hypernet, requests, out, *extra):
-    return (f"--config={ROOT / 'configs' / 'tiny.py'}", "--config.data.n_edits=2", f"--hypernet={hypernet}",
-            f"--requests={requests}", f"--out={out}", *extra)
+    return (
+        f"--config={ROOT / 'configs' / 'tiny.py'}",
+        "--config.data.n_edits=2",
+        "--config.data.batch_size=2",
+        f"--hypernet={hypernet}",
+        f"--requests={requests}",
+        f"--out={out}",
+        *extra,
+    )
 
 
 def target_log_prob(model, prompt, target):
@@ -108,7 +120,8 @@ def test_bin_edit_prints_and_exports_hf(files, hf_run, tmp_path):
         assert f"p={row['after']['p']:.4g} ({row['after']['n_tokens']} tokens)" in stdout
     rephrase = report["requests"][0]
     assert np.log(rephrase["after"]["rephrase_p"]) == pytest.approx(
-        target_log_prob(edited, "Zorvia has its capital in", "Paris"), abs=1e-4)
+        target_log_prob(edited, "Zorvia has its capital in", "Paris"), abs=1e-4
+    )
     assert [b["requests"] for b in report["batches"]] == [[f"{requests}:1", f"{requests}:3"], [f"{requests}:4"]]
 
 
@@ -116,15 +129,23 @@ def test_bin_edit_prints_and_exports_hf(files, hf_run, tmp_path):
 def test_delta_export_then_bin_edit_apply_delta_equals_hf_export(files):
     root, hypernet, requests = files
     config = tiny_config()
-    config.data.n_edits = 2
+    config.data.n_edits = config.data.batch_size = 2
     for fmt in ("hf", "delta"):
-        cli.edit_model(config, hypernet=str(hypernet), requests_path=str(requests), out=str(root / f"lib-{fmt}"),
-                       fmt=fmt, echo=lambda _: None)
+        cli.edit_model(
+            config,
+            hypernet=str(hypernet),
+            requests_path=str(requests),
+            out=str(root / f"lib-{fmt}"),
+            fmt=fmt,
+            echo=lambda _: None,
+        )
     delta = root / "lib-delta"
     manifest = json.loads((delta / "manifest.json").read_text())
     assert manifest["base"]["kind"] == "tiny" and manifest["base"]["tiny"]["seed"] == 0
     assert [s["tensor"] for s in manifest["sites"]] == [
-        "transformer.h.2.mlp.fc_out.weight", "transformer.h.3.mlp.fc_out.weight"]
+        "transformer.h.2.mlp.fc_out.weight",
+        "transformer.h.3.mlp.fc_out.weight",
+    ]
     assert manifest["edits"]["n_requests"] == 3 and manifest["edits"]["n_batches"] == 2
     assert sorted(os.listdir(delta)) == ["delta.safetensors", "edit_report.json", "manifest.json"]
 
@@ -136,7 +157,7 @@ def test_delta_export_then_bin_edit_apply_delta_equals_hf_export(files):
     for name in full:
         np.testing.assert_array_equal(applied[name], full[name], err_msg=name)
     again = bin_edit("apply-delta", f"--delta={delta}", f"--out={root / 'applied'}")
-    assert again.returncode == 1 and "exists; pass --overwrite" in again.stderr
+    assert again.returncode == 2 and "exists; pass --overwrite" in again.stderr
 
 
 @pytest.mark.slow
@@ -145,12 +166,12 @@ def test_bin_edit_bad_input_exits_with_message(files, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "target_new": "b"}\nnot json\n\n{"prompt": "x"}\n')
     result = bin_edit(*edit_args(hypernet, bad, tmp_path / "out"))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines()[0] == f"bin/edit: error: 2 malformed request line(s) in {bad}:"
     assert f"{bad}:2: not valid JSON" in result.stderr and f"{bad}:4: missing 'target_new'" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
     usage = bin_edit("apply-delta", f"--out={tmp_path / 'out'}")
-    assert usage.returncode != 0 and "missing --delta" in usage.stderr
+    assert usage.returncode == 2 and "missing --delta" in usage.stderr
 
 
 # ------------------------------------------------------------------- bad inputs, in process
@@ -170,8 +191,9 @@ def bad_hypernet(tmp_path, kind):
     if kind == "other_sites":
         return write_hypernet(tmp_path / "h.safetensors", sites=["transformer.h.3.mlp.fc_out"])
     if kind == "other_shapes":
-        return write_hypernet(tmp_path / "h.safetensors",
-                              sites=["transformer.h.2.attn.q_proj", "transformer.h.3.attn.q_proj"])
+        return write_hypernet(
+            tmp_path / "h.safetensors", sites=["transformer.h.2.attn.q_proj", "transformer.h.3.attn.q_proj"]
+        )
     if kind == "nan":
         return write_hypernet(tmp_path / "h.safetensors", poison="(256, 64).blocks.0.A")
     if kind == "huge_lr":
@@ -186,8 +208,9 @@ def bad_hypernet(tmp_path, kind):
         path.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
         return path
     if kind == "trained_elsewhere":  # right shapes, but bin/train's config.json names other sites
-        (tmp_path / "config.json").write_text(json.dumps(
-            {"model": {"edit_sites": ["transformer.h.0.mlp.fc_out", "transformer.h.1.mlp.fc_out"]}}))
+        (tmp_path / "config.json").write_text(
+            json.dumps({"model": {"edit_sites": ["transformer.h.0.mlp.fc_out", "transformer.h.1.mlp.fc_out"]}})
+        )
         return write_hypernet(tmp_path / "h.safetensors")
     if kind == "missing":
         return tmp_path / "nope.safetensors"
@@ -196,16 +219,24 @@ def bad_hypernet(tmp_path, kind):
 
 REQUEST_CASES = {
     "empty": ("\n\n", r"holds no requests"),
-    "malformed": ('[1, 2]\n{"prompt": 3, "target_new": "a"}\n{"prompt": "a", "target_new": "b", "traget": 1}\n',
-                  r"(?s)3 malformed request line\(s\).*:1: expected a JSON object.*:2: 'prompt' must be a string"
-                  r".*:3: unknown keys \['traget'\]"),
-    "empty_target": ('{"prompt": "Cats are", "target_new": "green"}\n{"prompt": "Cats are", "target_new": "  "}\n',
-                     r"requests.jsonl:2: target_new is empty"),
-    "too_long": ('{"prompt": "Cats are", "target_new": "green"}\n{"prompt": "' + "the " * 130
-                 + '", "target_new": "green"}\n',
-                 r"1 request\(s\) cannot be edited:\n  .*requests.jsonl:2: prompt and target are 13\d tokens, "
-                 r"longer than the model's context of 128 tokens"),
-    "placeholder": ('{"prompt": "{} are", "target_new": "green"}\n', r"requests.jsonl:1: .*placeholder but no 'subject'"),
+    "malformed": (
+        '[1, 2]\n{"prompt": 3, "target_new": "a"}\n{"prompt": "a", "target_new": "b", "traget": 1}\n',
+        r"(?s)3 malformed request line\(s\).*:1: expected a JSON object.*:2: 'prompt' must be a string"
+        r".*:3: unknown keys \['traget'\]",
+    ),
+    "empty_target": (
+        '{"prompt": "Cats are", "target_new": "green"}\n{"prompt": "Cats are", "target_new": "  "}\n',
+        r"requests.jsonl:2: target_new is empty",
+    ),
+    "too_long": (
+        '{"prompt": "Cats are", "target_new": "green"}\n{"prompt": "' + "the " * 130 + '", "target_new": "green"}\n',
+        r"1 request\(s\) cannot be edited:\n  .*requests.jsonl:2: prompt and target are 13\d tokens, "
+        r"longer than the model's context of 128 tokens",
+    ),
+    "placeholder": (
+        '{"prompt": "{} are", "target_new": "green"}\n',
+        r"requests.jsonl:1: .*placeholder but no 'subject'",
+    ),
 }
 HYPERNET_CASES = {
     "other_sites": r"holds hypernetworks for .* \{\(256, 64\): 1\}, but the edit sites .* need \{\(256, 64\): 2\}",
@@ -215,7 +246,9 @@ HYPERNET_CASES = {
     "pickle": r"cannot read hypernetwork .*h.pth: .*Unpickl",
     "damaged": r"cannot read hypernetwork",
     "missing": r"does not exist",
-    "trained_elsewhere": r"was trained for the edit sites \['transformer.h.0.mlp.fc_out', .*set --config.model.edit_sites",
+    "trained_elsewhere": (
+        r"was trained for the edit sites \['transformer.h.0.mlp.fc_out', .*set --config.model.edit_sites"
+    ),
 }
 
 
@@ -223,8 +256,14 @@ def run_in_process(tmp_path, requests_text, hypernet, **kwargs):
     requests = tmp_path / "requests.jsonl"
     requests.write_text(requests_text)
     config = tiny_config()
-    return cli.edit_model(config, hypernet=str(hypernet), requests_path=str(requests), out=str(tmp_path / "out"),
-                          echo=lambda _: None, **kwargs)
+    return cli.edit_model(
+        config,
+        hypernet=str(hypernet),
+        requests_path=str(requests),
+        out=str(tmp_path / "out"),
+        echo=lambda _: None,
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("case", sorted(REQUEST_CASES))
@@ -257,7 +296,8 @@ def test_existing_output_is_refused_and_interrupted_export_leaves_nothing(files,
     monkeypatch.setattr(safetensors.numpy, "save_file", interrupted)
     for fmt in ("hf", "delta"):
         with pytest.raises(KeyboardInterrupt):
-            run_in_process(tmp_path, '{"prompt": "Cats are", "target_new": "green"}\n', files[1],
-                           fmt=fmt, overwrite=True)
+            run_in_process(
+                tmp_path, '{"prompt": "Cats are", "target_new": "green"}\n', files[1], fmt=fmt, overwrite=True
+            )
         assert os.listdir(tmp_path / "out") == ["keep.txt"]
         assert not [n for n in os.listdir(tmp_path) if n.startswith(".out")]

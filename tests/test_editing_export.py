@@ -29,8 +29,18 @@ REQUESTS = [{"prompt": f.edit.prompt, "target_new": f.edit.answer} for f in data
 
 
 def nets_for(layout, seed=0, lr=0.3):
-    hp = training.EditorHParams(rank=8, n_blocks=2, lr=lr, meta_lr=0.0, loc_coef=0.0, reg_coef=0.0,
-                                max_grad_norm=1.0, time_decay=1.0, back_depth=1, token="ans")
+    hp = training.EditorHParams(
+        rank=8,
+        n_blocks=2,
+        lr=lr,
+        meta_lr=0.0,
+        loc_coef=0.0,
+        reg_coef=0.0,
+        max_grad_norm=1.0,
+        time_decay=1.0,
+        back_depth=1,
+        token="ans",
+    )
     nets = training.init_nets(jax.random.PRNGKey(seed), layout, hp)
     rng = np.random.default_rng(seed)
     for net in nets.values():
@@ -111,10 +121,15 @@ def test_target_probabilities_and_greedy_match_torch(edited, tmp_path):
         with torch.no_grad():
             logp = torch.log_softmax(model(torch.tensor([prompt + target])).logits[0].double(), -1)
             expected = sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(target))
-            generated = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                                       max_new_tokens=5, do_sample=False, pad_token_id=0)
+            generated = model.generate(
+                torch.tensor([prompt]),
+                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                max_new_tokens=5,
+                do_sample=False,
+                pad_token_id=0,
+            )
         assert np.log(p) == pytest.approx(expected, abs=1e-4)
-        assert text == tok.decode(generated[0, len(prompt):].tolist())
+        assert text == tok.decode(generated[0, len(prompt) :].tolist())
 
 
 @pytest.mark.parametrize("dtype", [None, "bfloat16"])
@@ -157,8 +172,9 @@ def test_delta_refuses_other_bases_and_damage(edited, base_dir, tmp_path):
     editor, state = edited
     delta = tmp_path / "delta"
     model_config = ml_collections.ConfigDict({"path": str(base_dir), "tiny": {}})
-    editor.export_delta(state, str(delta),
-                        base=export.base_description(model_config, editor.llm_config, editor.params, SITES))
+    editor.export_delta(
+        state, str(delta), base=export.base_description(model_config, editor.llm_config, editor.params, SITES)
+    )
     other = tmp_path / "other"
     make_gptj(other, seed=4, **HF)
     with pytest.raises(export.DeltaError, match="differs from the one the delta was made against"):
@@ -187,9 +203,11 @@ def test_existing_output_and_interrupted_export_leave_nothing_behind(edited, tmp
 
     monkeypatch.setattr(safetensors.numpy, "save_file", interrupted)
     fresh = tmp_path / "fresh"
-    for write in (lambda: editor.export_hf(state, str(fresh)),
-                  lambda: editor.export_delta(state, str(fresh), base={}),
-                  lambda: editor.export_hf(state, str(out), overwrite=True)):
+    for write in (
+        lambda: editor.export_hf(state, str(fresh)),
+        lambda: editor.export_delta(state, str(fresh), base={}),
+        lambda: editor.export_hf(state, str(out), overwrite=True),
+    ):
         with pytest.raises(KeyboardInterrupt):
             write()
     assert sorted(os.listdir(tmp_path)) == ["out"] and os.listdir(out) == ["keep.txt"]

@@ -84,21 +84,23 @@ def test_edit_equals_edit_step(editor, hyper):
     batch = editor.make_batch(BATCH_A)
     new, record = editor.edit(state, batch)
     ref_kernels, ref_norms, ref_factors = edit_step_jit(
-        editor.llm_config, editor.layout, "ans", editor.params, nets, state.kernels, norms, batch)
+        editor.llm_config, editor.layout, "ans", editor.params, nets, state.kernels, norms, batch
+    )
 
     answer = (np.asarray(batch.labels) != data.IGNORE).reshape(-1)
     assert record.n_rows == answer.sum() > 0 and record.batch_id == 0
     for shape in norms:
         for field in ("n", "mean", "m2", "std"):
-            np.testing.assert_allclose(getattr(new.norms[shape], field), getattr(ref_norms[shape], field),
-                                       rtol=1e-6, atol=0)
+            np.testing.assert_allclose(
+                getattr(new.norms[shape], field), getattr(ref_norms[shape], field), rtol=1e-6, atol=0
+            )
     for site in editor.layout.names:
         k_ref, c_ref = (np.asarray(x) for x in ref_factors[site])
         k, c = np.asarray(new.k_hist[site][0]), np.asarray(new.c_hist[site][0])
         # The stored factors are the edit step's rows at the answer positions, in order, zero-padded.
         np.testing.assert_allclose(k[: answer.sum()], k_ref[answer], rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(c[: answer.sum()], c_ref[answer], rtol=1e-6, atol=1e-9)
-        assert not k[answer.sum():].any() and not c[answer.sum():].any()
+        assert not k[answer.sum() :].any() and not c[answer.sum() :].any()
         assert not k_ref[~answer].any()  # ... and the rows left out contribute nothing.
         shift_ref = dense(k_ref, c_ref)
         scale = np.abs(shift_ref).max()
@@ -118,15 +120,23 @@ def test_sequence_equals_evaluation_loop(editor, hyper):
     # The evaluation loop, every row kept (answer_rows=None, where that option exists).
     extra = {"answer_rows": None} if "answer_rows" in inspect.signature(evaluation.edit_sequence).parameters else {}
     ref_kernels, ref_norms, ref_factors = evaluation.edit_sequence(
-        editor.llm_config, editor.layout, "ans", params=editor.params, nets=nets, norms=norms,
-        batches=type("StepBatches", (), {"edit": stacked}), **extra)
+        editor.llm_config,
+        editor.layout,
+        "ans",
+        params=editor.params,
+        nets=nets,
+        norms=norms,
+        batches=type("StepBatches", (), {"edit": stacked}),
+        **extra,
+    )
     for site in editor.layout.names:
         scale = np.abs(np.asarray(ref_kernels[site]) - np.asarray(state.base[site])).max()
         np.testing.assert_allclose(state.kernels[site], ref_kernels[site], rtol=0, atol=1e-5 * scale)
         for t in range(2):
             ref = dense(ref_factors[site][0][t], ref_factors[site][1][t])
-            np.testing.assert_allclose(dense(state.k_hist[site][t], state.c_hist[site][t]), ref,
-                                       rtol=0, atol=1e-5 * np.abs(ref).max())
+            np.testing.assert_allclose(
+                dense(state.k_hist[site][t], state.c_hist[site][t]), ref, rtol=0, atol=1e-5 * np.abs(ref).max()
+            )
     for shape in norms:
         np.testing.assert_allclose(state.norms[shape].mean, ref_norms[shape].mean, rtol=1e-5, atol=1e-7)
         assert float(state.norms[shape].n) == float(ref_norms[shape].n)
@@ -195,7 +205,7 @@ def test_full_history_commits_the_oldest_batch(editor, hyper):
 def test_shift_norms_from_factors(editor, hyper):
     nets, norms = hyper
     state, record = editor.edit(editor.init_state(nets, norms, capacity=2), BATCH_C)
-    for i, site in enumerate(editor.layout.names):
+    for _i, site in enumerate(editor.layout.names):
         k, c = (np.asarray(x) for x in editing.state.batch_factors(state, record.batch_id)[site])
         expected = np.linalg.norm(dense(k, c))
         assert record.shift_norms[site] == pytest.approx(expected, rel=1e-5)
@@ -224,7 +234,7 @@ def test_batch_layout_and_limits(editor, hyper):
         r = BATCH_C[index]
         expected = tok.encode(r["prompt"]) + tok.encode(" " + r["target_new"])[:-1]
         assert row[: len(expected)].tolist() == expected
-        assert (row[len(expected):] == tok.pad_token_id).all()
+        assert (row[len(expected) :] == tok.pad_token_id).all()
 
     pre = [data.tokenize_pair(tok, data.Pair(r["prompt"], r["target_new"])) for r in BATCH_C]
     as_dicts = [{"input_ids": p.input_ids, "labels": p.labels} for p in pre]
@@ -252,5 +262,7 @@ class NothingForSpaces:
 
 
 def test_target_that_tokenises_to_nothing():
-    with pytest.raises(req.RequestError, match=r"edits.jsonl:7: answer '\?\?' of prompt 'Cats are' tokenises to nothing"):
+    with pytest.raises(
+        req.RequestError, match=r"edits.jsonl:7: answer '\?\?' of prompt 'Cats are' tokenises to nothing"
+    ):
         req.tokenize_request(NothingForSpaces(), req.Request("Cats are", "??", where="edits.jsonl:7"), 128)

@@ -234,8 +234,14 @@ def test_push_through_shift_matches_direct_solve_per_site():
     predict = jax.jit(shift.predict_shift)
     shifts = []
     for site in range(N_SITES):
-        got = predict(params, norm, jnp.asarray(keys, jnp.float32), jnp.asarray(value_grads, jnp.float32),
-                      jnp.asarray(mask), site)
+        got = predict(
+            params,
+            norm,
+            jnp.asarray(keys, jnp.float32),
+            jnp.asarray(value_grads, jnp.float32),
+            jnp.asarray(mask),
+            site,
+        )
         want = np_direct_shift(params, as_tuple(norm), keys[mask], value_grads[mask], site)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
         shifts.append(want)
@@ -251,8 +257,10 @@ def test_shift_is_linear_in_the_site_lr():
     tripled = dict(params, lr=params["lr"].at[1].multiply(3.0))
     got = shift.predict_shift(tripled, norm, keys, value_grads, mask, 1)
     np.testing.assert_allclose(got, 3 * base, rtol=1e-5)
-    np.testing.assert_array_equal(shift.predict_shift(tripled, norm, keys, value_grads, mask, 0),
-                                  shift.predict_shift(params, norm, keys, value_grads, mask, 0))
+    np.testing.assert_array_equal(
+        shift.predict_shift(tripled, norm, keys, value_grads, mask, 0),
+        shift.predict_shift(params, norm, keys, value_grads, mask, 0),
+    )
 
 
 def test_shift_factors_rank_and_masking():
@@ -276,8 +284,7 @@ def test_masked_rows_are_irrelevant():
     predict = jax.jit(shift.predict_shift)
     valid = mask[:, None]
     clean = predict(params, norm, np.where(valid, keys, 0.0), np.where(valid, value_grads, 0.0), mask, 0)
-    garbage = predict(params, norm, np.where(valid, keys, np.nan), np.where(valid, value_grads, 1e30),
-                      mask, 0)
+    garbage = predict(params, norm, np.where(valid, keys, np.nan), np.where(valid, value_grads, 1e30), mask, 0)
     np.testing.assert_array_equal(garbage, clean)
     only_valid = predict(params, norm, keys[mask], value_grads[mask], np.ones(4, bool), 0)
     np.testing.assert_allclose(clean, only_valid, rtol=1e-5, atol=1e-6 * np.abs(only_valid).max())
@@ -365,7 +372,7 @@ def test_reference_names_mean_what_the_reference_computes():
     nets, norms = reference_io.from_reference(state)
     site, prefix = 1, "(6, 4)"
     x = np.random.default_rng(14).normal(size=(5, 10)).astype(np.float32)
-    t = {name[len(prefix) + 1:]: torch.tensor(v) for name, v in state.items() if name.startswith(prefix)}
+    t = {name[len(prefix) + 1 :]: torch.tensor(v) for name, v in state.items() if name.startswith(prefix)}
     h = (torch.tensor(x) - t["normalizer.mean"]) / (t["normalizer.std"] + EPS32)
     for i in range(N_BLOCKS):
         pre = (h @ t[f"blocks.{i}.A"] @ t[f"blocks.{i}.B"] + t[f"blocks.{i}.bias"]).clamp(min=0)

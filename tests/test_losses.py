@@ -50,8 +50,9 @@ def test_kl_matches_float64_definition_even_for_close_distributions():
         kl = (p * (np.log(p) - logq)).sum(-1)
         valid = np.array([[[True, True, False], [True, False, False]]])
         want = kl[valid].mean()
-        got = losses.micro_batch_kl(jnp.asarray(before, jnp.float32), jnp.asarray(after, jnp.float32),
-                                    jnp.asarray(valid))
+        got = losses.micro_batch_kl(
+            jnp.asarray(before, jnp.float32), jnp.asarray(after, jnp.float32), jnp.asarray(valid)
+        )
         np.testing.assert_allclose(got, [want], rtol=1e-4 if scale == 1.0 else 2e-3)
 
 

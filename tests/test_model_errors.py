@@ -25,7 +25,9 @@ def _edit_config(path, **changes):
 def test_unknown_site_lists_valid_ones(tiny):
     _, config, params = tiny
     batch = {k: jnp.zeros((1, 4), jnp.int32) for k in ("input_ids", "attention_mask", "labels")}
-    with pytest.raises(ValueError, match=r"unknown edit site 'transformer\.h\.9\.mlp\.fc_out'.*transformer\.h\.0\.attn\.q_proj"):
+    with pytest.raises(
+        ValueError, match=r"unknown edit site 'transformer\.h\.9\.mlp\.fc_out'.*transformer\.h\.0\.attn\.q_proj"
+    ):
         probes.capture(config, params, ("transformer.h.9.mlp.fc_out",), batch)
 
 

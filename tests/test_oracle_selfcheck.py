@@ -8,7 +8,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 transformers = pytest.importorskip("transformers")
 from transformers import GPTJConfig, GPTJForCausalLM  # noqa: E402
@@ -28,10 +27,20 @@ SITES = [
 
 def tiny_model(dtype=torch.float64, seed=0):
     torch.manual_seed(seed)
-    config = GPTJConfig(vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=4,
-                        rotary_dim=4, n_inner=64, initializer_range=0.2,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                        attn_implementation="eager")
+    config = GPTJConfig(
+        vocab_size=VOCAB,
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        rotary_dim=4,
+        n_inner=64,
+        initializer_range=0.2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        attn_implementation="eager",
+    )
     return GPTJForCausalLM(config).to(dtype).eval()
 
 
@@ -49,8 +58,8 @@ def make_mb(rng, b, L, with_old=False):
         answer = rng.integers(1, VOCAB, size=a)
         ids[r, :n] = torch.as_tensor(np.concatenate([prompt, answer[:-1]]))
         att[r, :n] = 1
-        labels[r, p - 1:n] = torch.as_tensor(answer)
-        old[r, p - 1:n] = torch.as_tensor(rng.integers(1, VOCAB, size=a))
+        labels[r, p - 1 : n] = torch.as_tensor(answer)
+        old[r, p - 1 : n] = torch.as_tensor(rng.integers(1, VOCAB, size=a))
     mb = {"input_ids": ids, "attention_mask": att, "labels": labels}
     if with_old:
         mb["old_labels"] = old
@@ -62,8 +71,9 @@ def make_step(rng, sizes=(3, 2), L=9):
 
 
 def make_nets(model, dtype=torch.float64, lr=1e-6, rank=8, n_blocks=2, seed=0):
-    return orc.make_hypernets(orc.site_shapes_of(model, SITES), rank=rank, n_blocks=n_blocks,
-                              lr=lr, seed=seed, dtype=dtype)
+    return orc.make_hypernets(
+        orc.site_shapes_of(model, SITES), rank=rank, n_blocks=n_blocks, lr=lr, seed=seed, dtype=dtype
+    )
 
 
 def randomise_nets(nets, seed=1, scale=0.1):
@@ -130,8 +140,12 @@ def test_capture_keys_match_manual_forward(token):
     captured = orc.capture(model, SITES, mbs, token=token)
     for mb, per_site in zip(mbs, captured):
         with torch.no_grad():
-            hs = model(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"],
-                       output_hidden_states=True, use_cache=False).hidden_states
+            hs = model(
+                input_ids=mb["input_ids"],
+                attention_mask=mb["attention_mask"],
+                output_hidden_states=True,
+                use_cache=False,
+            ).hidden_states
         mask = (mb["labels"] != -100) if token == "ans" else (mb["attention_mask"] == 1)
         rows = [(b, i) for b in range(mask.shape[0]) for i in range(mask.shape[1]) if mask[b, i]]
         for site in SITES:
@@ -158,13 +172,15 @@ def test_value_grads_match_zero_probe():
     captured = orc.capture(model, SITES, mbs)
     for mb, per_site in zip(mbs, captured):
         b, L = mb["input_ids"].shape
-        probes = {s: torch.zeros(b, L, site_linear_out(model, s), dtype=torch.float64,
-                                 requires_grad=True) for s in SITES}
-        handles = [model.get_submodule(s).register_forward_hook(
-            lambda mod, args, out, s=s: out + probes[s]) for s in SITES]
+        probes = {
+            s: torch.zeros(b, L, site_linear_out(model, s), dtype=torch.float64, requires_grad=True) for s in SITES
+        }
+        handles = [
+            model.get_submodule(s).register_forward_hook(lambda mod, args, out, s=s, probes=probes: out + probes[s])
+            for s in SITES
+        ]
         try:
-            logits = model(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"],
-                           use_cache=False).logits
+            logits = model(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"], use_cache=False).logits
         finally:
             for h in handles:
                 h.remove()
@@ -206,12 +222,15 @@ def test_normaliser_matches_numpy(dtype):
         np.testing.assert_allclose(np_(norm.var), M, **tol)
         np.testing.assert_allclose(np_(norm.std), std, **tol)
     # the running mean is the mean of all rows seen
-    np.testing.assert_allclose(np_(norm.mean), np.concatenate(batches).mean(0),
-                               rtol=1e-5 if dtype == torch.float32 else 1e-12)
+    np.testing.assert_allclose(
+        np_(norm.mean), np.concatenate(batches).mean(0), rtol=1e-5 if dtype == torch.float32 else 1e-12
+    )
     x = rng.normal(size=(4, width))
-    np.testing.assert_allclose(np_(norm(torch.as_tensor(x, dtype=dtype))),
-                               (x - np_(norm.mean)) / (np_(norm.std) + eps),
-                               rtol=1e-5 if dtype == torch.float32 else 1e-12)
+    np.testing.assert_allclose(
+        np_(norm(torch.as_tensor(x, dtype=dtype))),
+        (x - np_(norm.mean)) / (np_(norm.std) + eps),
+        rtol=1e-5 if dtype == torch.float32 else 1e-12,
+    )
     # single-row batch: variance term 0, stays finite (documented divergence from the reference)
     single = rng.normal(size=(1, width))
     norm.update(torch.as_tensor(single, dtype=dtype))
@@ -318,8 +337,9 @@ def test_clamp_gradient_at_zero_and_B_learns_at_init():
     nets = make_nets(model, lr=1.0)
     opt = torch.optim.Adam(nets.parameters(), lr=1e-5)
     rng = np.random.default_rng(6)
-    trace = orc.train_sequence(model, nets, opt, [make_step(rng)], SITES,
-                               orc.OracleConfig(back_depth=1, max_grad_norm=1e9))
+    trace = orc.train_sequence(
+        model, nets, opt, [make_step(rng)], SITES, orc.OracleConfig(back_depth=1, max_grad_norm=1e9)
+    )
     grads = trace["steps"][0]["grads"]
     for key in nets:
         for i in range(2):
@@ -360,15 +380,14 @@ def test_train_sequence_T2_losses_clipping_adam():
     w0 = {s: model.get_submodule(s).weight.detach().clone() for s in SITES}
     rng = np.random.default_rng(7)
     steps = [make_step(rng, sizes=(3, 2)), make_step(rng, sizes=(2, 2, 1))]
-    cfg = orc.OracleConfig(back_depth=2, time_decay=0.9, loc_coef=0.6, reg_coef=0.3,
-                           max_grad_norm=1e-3, token="ans")
+    cfg = orc.OracleConfig(back_depth=2, time_decay=0.9, loc_coef=0.6, reg_coef=0.3, max_grad_norm=1e-3, token="ans")
     meta_lr = 1e-2
     opt = torch.optim.Adam(nets.parameters(), lr=meta_lr)
     trace = orc.train_sequence(model, nets, opt, steps, SITES, cfg)
     # weights restored
     for s in SITES:
         assert torch.equal(model.get_submodule(s).weight, w0[s])
-    S1, S2 = trace["steps"][0]["shifts"], trace["steps"][1]["shifts"]
+    S1, _S2 = trace["steps"][0]["shifts"], trace["steps"][1]["shifts"]
     assert all(S.abs().max() > 0 for S in S1.values())
     # step 2 captured at W_0 + S_1
     m1 = copy.deepcopy(model)
@@ -383,19 +402,18 @@ def test_train_sequence_T2_losses_clipping_adam():
         for i in range(min(t + 1, cfg.back_depth)):
             past = steps[t - i]
             w = cfg.time_decay**i
-            gen += w * sum(manual_ce(manual_logits(model, prior + [cur], mb), mb["labels"])
-                           for mb in past["equiv"])
-            loc += w * sum(manual_kl(manual_logits(model, prior, mb),
-                                     manual_logits(model, prior + [cur], mb), mb["labels"])
-                           for mb in past["unrel"])
+            gen += w * sum(manual_ce(manual_logits(model, prior + [cur], mb), mb["labels"]) for mb in past["equiv"])
+            loc += w * sum(
+                manual_kl(manual_logits(model, prior, mb), manual_logits(model, prior + [cur], mb), mb["labels"])
+                for mb in past["unrel"]
+            )
         reg = sum((S**2).sum() for S in cur.values())
         rec = trace["steps"][t]
         torch.testing.assert_close(rec["gen_loss"], gen, rtol=1e-10, atol=0)
         torch.testing.assert_close(rec["loc_loss"], loc, rtol=1e-8, atol=1e-14)
         assert rec["loc_loss"] > 0
         torch.testing.assert_close(rec["reg"], reg, rtol=1e-10, atol=0)
-        torch.testing.assert_close(rec["loss"], gen + cfg.loc_coef * loc + cfg.reg_coef * reg,
-                                   rtol=1e-10, atol=0)
+        torch.testing.assert_close(rec["loss"], gen + cfg.loc_coef * loc + cfg.reg_coef * reg, rtol=1e-10, atol=0)
         # clipped accumulator
         norm = torch.sqrt(sum((g**2).sum() for g in rec["grads"].values()))
         assert rec["grad_norm"] > cfg.max_grad_norm  # clipping was active
@@ -410,8 +428,9 @@ def test_train_sequence_T2_losses_clipping_adam():
     # normaliser stats recorded after the step's updates
     for key in nets:
         assert trace["steps"][1]["norm_stats"][key]["n"] > trace["steps"][0]["norm_stats"][key]["n"]
-        torch.testing.assert_close(trace["state_dict"][f"{key}.normalizer.mean"],
-                                   trace["steps"][1]["norm_stats"][key]["mean"], rtol=0, atol=0)
+        torch.testing.assert_close(
+            trace["state_dict"][f"{key}.normalizer.mean"], trace["steps"][1]["norm_stats"][key]["mean"], rtol=0, atol=0
+        )
 
 
 def test_gradient_matches_finite_differences():
@@ -421,8 +440,7 @@ def test_gradient_matches_finite_differences():
     snapshot = copy.deepcopy(nets.state_dict())
     rng = np.random.default_rng(8)
     steps = [make_step(rng, sizes=(2, 2))]
-    cfg = orc.OracleConfig(back_depth=3, time_decay=0.95, loc_coef=0.6, reg_coef=0.5,
-                           max_grad_norm=1e12)
+    cfg = orc.OracleConfig(back_depth=3, time_decay=0.95, loc_coef=0.6, reg_coef=0.5, max_grad_norm=1e12)
 
     def run(name=None, idx=None, delta=0.0):
         nets.load_state_dict(snapshot)
@@ -495,8 +513,9 @@ def test_evaluate_hand_made():
     old[2, 1], old[2, 2] = top[2, 1], -100  # pos 1 tie (not >) fails, pos 2 not counted -> 2/3
     cf = {"input_ids": ids, "attention_mask": att, "labels": new, "old_labels": old}
     swapped = {"input_ids": ids, "attention_mask": att, "labels": old, "old_labels": new}
-    res = orc.evaluate(model, nets, [{"edit": [cf], "equiv": [cf], "unrel": [swapped]}], SITES,
-                       None, metric="counterfact")
+    res = orc.evaluate(
+        model, nets, [{"edit": [cf], "equiv": [cf], "unrel": [swapped]}], SITES, None, metric="counterfact"
+    )
     torch.testing.assert_close(res["per_row"]["edit"], torch.tensor([1.0, 0.0, 2 / 3], dtype=torch.float64))
     assert res["ES"] == pytest.approx(5 / 9)
     torch.testing.assert_close(res["per_row"]["unrel"], torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
@@ -522,8 +541,7 @@ def test_evaluate_applies_edits_in_sequence():
         for step in steps:
             for mb in step[kind]:
                 with torch.no_grad():
-                    lg = m(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"],
-                           use_cache=False).logits
+                    lg = m(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"], use_cache=False).logits
                 mask = mb["labels"] != -100
                 ok = (lg.argmax(-1) == mb["labels"]) & mask
                 rows += [float(ok[r].sum()) / float(mask[r].sum()) for r in range(mask.shape[0])]

@@ -32,8 +32,11 @@ FD_RTOL = 1e-6
 
 def make_step(rng, L=9):
     # two edit micro-batches (normaliser merges per micro-batch), one equiv / unrel (keeps it fast)
-    return {"edit": [make_mb(rng, 2, L), make_mb(rng, 1, L)], "equiv": [make_mb(rng, 3, L)],
-            "unrel": [make_mb(rng, 3, L)]}
+    return {
+        "edit": [make_mb(rng, 2, L), make_mb(rng, 1, L)],
+        "equiv": [make_mb(rng, 3, L)],
+        "unrel": [make_mb(rng, 3, L)],
+    }
 
 
 def setup(T, seed=0, back_depth=2):
@@ -43,14 +46,13 @@ def setup(T, seed=0, back_depth=2):
     g = torch.Generator().manual_seed(100 + seed)
     with torch.no_grad():
         for net in nets.values():
-            net.lr.weight.mul_(1 + 0.2 * torch.randn(net.lr.weight.shape, generator=g,
-                                                     dtype=torch.float64))
-            net.lamda.weight.copy_(0.3 * torch.randn(net.lamda.weight.shape, generator=g,
-                                                     dtype=torch.float64))
+            net.lr.weight.mul_(1 + 0.2 * torch.randn(net.lr.weight.shape, generator=g, dtype=torch.float64))
+            net.lamda.weight.copy_(0.3 * torch.randn(net.lamda.weight.shape, generator=g, dtype=torch.float64))
     rng = np.random.default_rng(seed)
     steps = [make_step(rng) for _ in range(T)]
-    cfg = orc.OracleConfig(back_depth=back_depth, time_decay=0.9, loc_coef=0.6, reg_coef=0.5,
-                           max_grad_norm=1e12, token="ans")
+    cfg = orc.OracleConfig(
+        back_depth=back_depth, time_decay=0.9, loc_coef=0.6, reg_coef=0.5, max_grad_norm=1e12, token="ans"
+    )
     return model, nets, steps, cfg
 
 
@@ -60,8 +62,7 @@ def run_mode(model, nets, steps, cfg, mode, **kw):
     res = tu.sequence_loss(model, copy_, steps, SITES, cfg, mode, **kw)
     named = list(copy_.named_parameters())
     grads = torch.autograd.grad(res["total"], [p for _, p in named], allow_unused=True)
-    grads = {name: g if g is not None else torch.zeros_like(p)
-             for (name, p), g in zip(named, grads)}
+    grads = {name: g if g is not None else torch.zeros_like(p) for (name, p), g in zip(named, grads)}
     return res, grads
 
 
@@ -70,9 +71,14 @@ def case3():
     """T=3, back_depth=2: every mode's forward result and gradient, computed once."""
     model, nets, steps, cfg = setup(T=3, back_depth=2)
     runs = {mode: run_mode(model, nets, steps, cfg, mode) for mode in tu.MODES}
-    return dict(model=model, nets=nets, steps=steps, cfg=cfg,
-                res={m: r for m, (r, _) in runs.items()},
-                grads={m: g for m, (_, g) in runs.items()})
+    return dict(
+        model=model,
+        nets=nets,
+        steps=steps,
+        cfg=cfg,
+        res={m: r for m, (r, _) in runs.items()},
+        grads={m: g for m, (_, g) in runs.items()},
+    )
 
 
 def flat(grads):
@@ -83,9 +89,12 @@ def rms_directions(nets, n, seed):
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
-        out.append({name: torch.randn(p.shape, generator=g, dtype=torch.float64)
-                    * p.detach().pow(2).mean().sqrt()
-                    for name, p in nets.named_parameters()})
+        out.append(
+            {
+                name: torch.randn(p.shape, generator=g, dtype=torch.float64) * p.detach().pow(2).mean().sqrt()
+                for name, p in nets.named_parameters()
+            }
+        )
     return out
 
 
@@ -99,8 +108,7 @@ def total_at(c, v, h, **kw):
     with torch.no_grad():
         for name, p in moved.named_parameters():
             p.add_(h * v[name])
-        return float(tu.sequence_loss(c["model"], moved, c["steps"], SITES, c["cfg"], "stop_carry",
-                                      **kw)["total"])
+        return float(tu.sequence_loss(c["model"], moved, c["steps"], SITES, c["cfg"], "stop_carry", **kw)["total"])
 
 
 def central_fd(c, v, **kw):
@@ -116,8 +124,9 @@ def test_forward_matches_train_sequence_and_model_untouched(case3):
     model, nets, steps, cfg = (case3[k] for k in ("model", "nets", "steps", "cfg"))
     w0 = {name: p.detach().clone() for name, p in model.named_parameters()}
     ref_nets = copy.deepcopy(nets)
-    trace = orc.train_sequence(model, ref_nets, torch.optim.SGD(ref_nets.parameters(), lr=0.0),
-                               steps, SITES, cfg)["steps"]
+    trace = orc.train_sequence(model, ref_nets, torch.optim.SGD(ref_nets.parameters(), lr=0.0), steps, SITES, cfg)[
+        "steps"
+    ]
     for mode in tu.MODES:
         res = case3["res"][mode]
         assert len(res["loss"]) == 3
@@ -125,69 +134,76 @@ def test_forward_matches_train_sequence_and_model_untouched(case3):
             for s in SITES:
                 torch.testing.assert_close(res["K"][t][s], rec["K"][s], rtol=1e-10, atol=1e-12)
                 torch.testing.assert_close(res["G"][t][s], rec["G"][s], rtol=1e-10, atol=1e-14)
-                torch.testing.assert_close(res["shifts"][t][s].detach(), rec["shifts"][s],
-                                           rtol=1e-9, atol=1e-12)
+                torch.testing.assert_close(res["shifts"][t][s].detach(), rec["shifts"][s], rtol=1e-9, atol=1e-12)
                 assert res["shifts"][t][s].abs().max() > 1e-3
             for name in ("loss", "gen_loss", "loc_loss", "reg"):
                 torch.testing.assert_close(res[name][t].detach(), rec[name], rtol=1e-9, atol=1e-14)
             for key in nets:
                 for b in ("n", "mean", "var", "std"):
-                    torch.testing.assert_close(res["norm_stats"][t][key][b],
-                                               rec["norm_stats"][key][b], rtol=1e-10, atol=1e-14)
-        torch.testing.assert_close(res["total"].detach(), sum(rec["loss"] for rec in trace),
-                                   rtol=1e-9, atol=0)
+                    torch.testing.assert_close(
+                        res["norm_stats"][t][key][b], rec["norm_stats"][key][b], rtol=1e-10, atol=1e-14
+                    )
+        torch.testing.assert_close(res["total"].detach(), sum(rec["loss"] for rec in trace), rtol=1e-9, atol=0)
     for name, p in model.named_parameters():
         assert torch.equal(p, w0[name]), name
     # normalisers mutated exactly as train_sequence does; snapshot / restore round-trips
     mine = copy.deepcopy(nets)
     before = tu.snapshot_normalisers(mine)
-    res = tu.sequence_loss(model, mine, steps, SITES, cfg, "unrolled",
-                           frozen_captures=case3["res"]["unrolled"]["captured"])
+    res = tu.sequence_loss(
+        model, mine, steps, SITES, cfg, "unrolled", frozen_captures=case3["res"]["unrolled"]["captured"]
+    )
     for key in nets:
         assert torch.equal(mine[key].normalizer.n, ref_nets[key].normalizer.n)
-        torch.testing.assert_close(mine[key].normalizer.std, ref_nets[key].normalizer.std,
-                                   rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(mine[key].normalizer.std, ref_nets[key].normalizer.std, rtol=1e-10, atol=1e-14)
     tu.restore_normalisers(mine, before)
     for key in nets:
         for b in ("n", "mean", "var", "std"):
             assert torch.equal(getattr(mine[key].normalizer, b), getattr(nets[key].normalizer, b))
     # frozen captures / frozen stats reproduce the same values
     torch.testing.assert_close(res["total"], case3["res"]["unrolled"]["total"], rtol=1e-12, atol=0)
-    frozen = tu.sequence_loss(model, copy.deepcopy(nets), steps, SITES, cfg, "unrolled",
-                              frozen_norm_stats=res["norm_stats"])
+    frozen = tu.sequence_loss(
+        model, copy.deepcopy(nets), steps, SITES, cfg, "unrolled", frozen_norm_stats=res["norm_stats"]
+    )
     torch.testing.assert_close(frozen["total"], res["total"], rtol=1e-12, atol=0)
     with pytest.raises(ValueError):
-        tu.sequence_loss(model, copy.deepcopy(nets), steps, SITES, cfg, "unrolled_second_order",
-                         frozen_captures=res["captured"])
+        tu.sequence_loss(
+            model, copy.deepcopy(nets), steps, SITES, cfg, "unrolled_second_order", frozen_captures=res["captured"]
+        )
     with pytest.raises(ValueError):
         tu.sequence_loss(model, copy.deepcopy(nets), steps, SITES, cfg, "reference")
 
 
 def test_T1_all_modes_identical():
     model, nets, steps, cfg = setup(T=1)
-    grads = {mode: tu.sequence_grads(model, copy.deepcopy(nets), steps, SITES, cfg, mode)
-             for mode in tu.MODES}
+    grads = {mode: tu.sequence_grads(model, copy.deepcopy(nets), steps, SITES, cfg, mode) for mode in tu.MODES}
     ref = grads["stop_carry"]
     assert flat(ref).abs().max() > 0
     for mode in ("unrolled", "unrolled_second_order"):
         for name in ref:
-            torch.testing.assert_close(grads[mode][name], ref[name], rtol=1e-12, atol=1e-15,
-                                       msg=lambda m, name=name, mode=mode: f"{mode} {name}: {m}")
+            torch.testing.assert_close(
+                grads[mode][name],
+                ref[name],
+                rtol=1e-12,
+                atol=1e-15,
+                msg=lambda m, name=name, mode=mode: f"{mode} {name}: {m}",
+            )
 
 
 def test_stop_carry_equals_sum_of_reference_step_grads(case3):
     model, nets, steps, cfg = (case3[k] for k in ("model", "nets", "steps", "cfg"))
     mine = case3["grads"]["stop_carry"]
     ref_nets = copy.deepcopy(nets)
-    trace = orc.train_sequence(model, ref_nets, torch.optim.SGD(ref_nets.parameters(), lr=0.0),
-                               steps, SITES, cfg)["steps"]
+    trace = orc.train_sequence(model, ref_nets, torch.optim.SGD(ref_nets.parameters(), lr=0.0), steps, SITES, cfg)[
+        "steps"
+    ]
     accumulated = trace[-1]["grads"]  # max_grad_norm huge: clipping multiplies by exactly 1
     assert set(mine) == set(accumulated)
     assert float(trace[-1]["grad_norm"]) < cfg.max_grad_norm
     scale = float(flat(accumulated).abs().max())
     for name in mine:
-        torch.testing.assert_close(mine[name], accumulated[name], rtol=1e-8, atol=1e-10 * scale,
-                                   msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            mine[name], accumulated[name], rtol=1e-8, atol=1e-10 * scale, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 def test_unrolled_matches_fd_with_frozen_captures(case3):
@@ -221,8 +237,9 @@ def test_second_order_frozen_norm_stats_matches_fd_with_frozen_stats(case3):
     matches finite differences of the loss with the statistics held at the same values, and differs
     from the exact gradient by the statistics' path."""
     stats = case3["res"]["unrolled"]["norm_stats"]
-    _, grads = run_mode(case3["model"], case3["nets"], case3["steps"], case3["cfg"],
-                        "unrolled_second_order", frozen_norm_stats=stats)
+    _, grads = run_mode(
+        case3["model"], case3["nets"], case3["steps"], case3["cfg"], "unrolled_second_order", frozen_norm_stats=stats
+    )
     exact = case3["grads"]["unrolled_second_order"]
     for v in rms_directions(case3["nets"], 3, seed=9):
         analytic = directional(grads, v)
@@ -235,8 +252,7 @@ def test_second_order_frozen_norm_stats_matches_fd_with_frozen_stats(case3):
 def test_trajectory_changes_the_gradient(case3):
     # compare in RMS-scaled coordinates (grad * rms(param)): the raw norm is all lr's gradient
     rms = {name: p.detach().pow(2).mean().sqrt() for name, p in case3["nets"].named_parameters()}
-    g = {mode: flat({n: gr * rms[n] for n, gr in case3["grads"][mode].items()})
-         for mode in tu.MODES}
+    g = {mode: flat({n: gr * rms[n] for n, gr in case3["grads"][mode].items()}) for mode in tu.MODES}
     norm = float(g["stop_carry"].norm())
     assert norm > 0
     assert float((g["unrolled"] - g["stop_carry"]).norm()) > 0.03 * norm

@@ -16,8 +16,7 @@ def config():
 
 def test_unrolled_memory_grows_with_factors_not_dense_matrices():
     c = config()
-    llm, layout, rows = planner.plan(c, modes=["reference", "unrolled"], steps_list=[4, 8], seq_len=16,
-                                     answer_len=3)
+    llm, layout, rows = planner.plan(c, modes=["reference", "unrolled"], steps_list=[4, 8], seq_len=16, answer_len=3)
     d_in, d_out = layout.sites[0].shape
     dense = d_in * d_out * 4
     by = {(r.program, r.mode, r.steps): r for r in rows}

@@ -14,10 +14,12 @@ SITES = ("transformer.h.0.mlp.fc_out", "transformer.h.1.mlp.fc_out", "transforme
 def torch_capture(model, sites, ids, mask, labels):
     keys, outputs, handles = {}, {}, []
     for site in sites:
+
         def hook(module, inputs, output, site=site):
             keys[site] = inputs[0].detach()
             output.retain_grad()
             outputs[site] = output
+
         handles.append(model.get_submodule(site).register_forward_hook(hook))
     logits = model(input_ids=ids, attention_mask=mask).logits
     loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)

@@ -44,8 +44,12 @@ def to_oracle_steps(batches: data.StepBatches, dtype=torch.long):
             mbs = []
             for m in range(kb.input_ids.shape[1]):
                 real = kb.fact_index[t, m] >= 0
-                mbs.append({k: torch.as_tensor(np.asarray(getattr(kb, k)[t, m][real]), dtype=dtype)
-                            for k in ("input_ids", "attention_mask", "labels", "old_labels")})
+                mbs.append(
+                    {
+                        k: torch.as_tensor(np.asarray(getattr(kb, k)[t, m][real]), dtype=dtype)
+                        for k in ("input_ids", "attention_mask", "labels", "old_labels")
+                    }
+                )
             step[kind] = mbs
         steps.append(step)
     return steps
@@ -63,25 +67,39 @@ def perturb(nets: torch.nn.ModuleDict, seed: int):
 
 def with_old_answers(facts):
     """Gives every pair the next fact's answer of the same kind as its competing "old" answer."""
+
     def pair(fact, nxt, kind):
         return dataclasses.replace(getattr(fact, kind), old_answer=getattr(nxt, kind).answer)
-    return [data.Fact(*(pair(f, facts[(i + 1) % len(facts)], k) for k in data.KINDS))
-            for i, f in enumerate(facts)]
+
+    return [data.Fact(*(pair(f, facts[(i + 1) % len(facts)], k) for k in data.KINDS)) for i, f in enumerate(facts)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def setup(tmp_root, sites, n_edits, batch_size, n_steps, lr, seed):
-    torch_model = make_gptj(f"{tmp_root}/m{seed}", seed=seed, vocab_size=data.TINY_VOCAB_SIZE,
-                            n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_inner=48)
+    torch_model = make_gptj(
+        f"{tmp_root}/m{seed}",
+        seed=seed,
+        vocab_size=data.TINY_VOCAB_SIZE,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        rotary_dim=4,
+        n_inner=48,
+    )
     llm_config, params = models.load_hf(f"{tmp_root}/m{seed}")
     facts = with_old_answers(data.make_synthetic_facts(n_steps * n_edits, seed))
     stream = data.draw_stream(len(facts), n_steps, n_edits, seed)
-    batches = data.build_step_batches(data.load_tokenizer(None), facts, stream,
-                                      batch_size=batch_size, max_length=64)
+    batches = data.build_step_batches(data.load_tokenizer(None), facts, stream, batch_size=batch_size, max_length=64)
     layout = make_layout(llm_config, list(sites))
-    nets = oracle.make_hypernets(oracle.site_shapes_of(torch_model, sites), rank=8, n_blocks=2,
-                                 lr=lr, seed=seed, dtype=torch.float64,
-                                 norm_eps=float(np.finfo(np.float32).eps))
+    nets = oracle.make_hypernets(
+        oracle.site_shapes_of(torch_model, sites),
+        rank=8,
+        n_blocks=2,
+        lr=lr,
+        seed=seed,
+        dtype=torch.float64,
+        norm_eps=float(np.finfo(np.float32).eps),
+    )
     perturb(nets, seed)
     return torch_model.double(), llm_config, params, batches, layout, nets
 
@@ -92,18 +110,34 @@ def ours_from_oracle(nets):
 
 
 def hparams(**overrides):
-    base = dict(rank=8, n_blocks=2, lr=0.0, meta_lr=1e-3, loc_coef=0.6, reg_coef=0.0,
-                max_grad_norm=1.0, time_decay=0.9, back_depth=3, token="ans")
+    base = dict(
+        rank=8,
+        n_blocks=2,
+        lr=0.0,
+        meta_lr=1e-3,
+        loc_coef=0.6,
+        reg_coef=0.0,
+        max_grad_norm=1.0,
+        time_decay=0.9,
+        back_depth=3,
+        token="ans",
+    )
     return training.EditorHParams(**{**base, **overrides})
 
 
 CASES = {
     # One site; back_depth > 1; 3 does not divide 7 (ragged last micro-batch); reg differentiated.
-    "one_site": dict(sites=("transformer.h.1.mlp.fc_out",), n_edits=7, batch_size=3, n_steps=4,
-                     hp=dict(back_depth=3, reg_coef=1e-2)),
+    "one_site": dict(
+        sites=("transformer.h.1.mlp.fc_out",), n_edits=7, batch_size=3, n_steps=4, hp=dict(back_depth=3, reg_coef=1e-2)
+    ),
     # Two sites of one shape share a hypernetwork and a normaliser; every real token captured.
-    "two_sites_all_tokens": dict(sites=("transformer.h.0.mlp.fc_out", "transformer.h.1.mlp.fc_out"),
-                                 n_edits=4, batch_size=2, n_steps=3, hp=dict(back_depth=2, token="all")),
+    "two_sites_all_tokens": dict(
+        sites=("transformer.h.0.mlp.fc_out", "transformer.h.1.mlp.fc_out"),
+        n_edits=4,
+        batch_size=2,
+        n_steps=3,
+        hp=dict(back_depth=2, token="all"),
+    ),
 }
 
 
@@ -116,22 +150,34 @@ def tmp_root(tmp_path_factory):
 def test_training_sequence_matches_oracle(tmp_root, case):
     spec = CASES[case]
     torch_model, llm_config, params, batches, layout, nets = setup(
-        tmp_root, spec["sites"], spec["n_edits"], spec["batch_size"], spec["n_steps"], 0.5, 0)
+        tmp_root, spec["sites"], spec["n_edits"], spec["batch_size"], spec["n_steps"], 0.5, 0
+    )
     hp = hparams(**spec["hp"])
     our_nets, our_norms = ours_from_oracle(nets)
 
     nets = copy.deepcopy(nets)  # setup() is cached; the oracle's Adam step must not leak into other tests.
     optimizer = torch.optim.Adam(nets.parameters(), lr=hp.meta_lr)
-    trace = oracle.train_sequence(torch_model, nets, optimizer, to_oracle_steps(batches),
-                                  list(spec["sites"]), oracle.OracleConfig(
-                                      back_depth=hp.back_depth, time_decay=hp.time_decay,
-                                      loc_coef=hp.loc_coef, reg_coef=hp.reg_coef,
-                                      max_grad_norm=hp.max_grad_norm, token=hp.token))
+    trace = oracle.train_sequence(
+        torch_model,
+        nets,
+        optimizer,
+        to_oracle_steps(batches),
+        list(spec["sites"]),
+        oracle.OracleConfig(
+            back_depth=hp.back_depth,
+            time_decay=hp.time_decay,
+            loc_coef=hp.loc_coef,
+            reg_coef=hp.reg_coef,
+            max_grad_norm=hp.max_grad_norm,
+            token=hp.token,
+        ),
+    )
 
     lengths = training.AnswerLengths.of(batches)
     opt_state = training.make_optimizer(hp).init(our_nets)
     new_nets, _, new_norms, grads, out = epoch.train_epoch_jit(
-        llm_config, layout, hp, lengths, "reference", True, params, our_nets, opt_state, our_norms, batches)
+        llm_config, layout, hp, lengths, "reference", True, params, our_nets, opt_state, our_norms, batches
+    )
 
     for t, ref in enumerate(trace["steps"]):
         for site in spec["sites"]:
@@ -162,12 +208,14 @@ def test_training_sequence_matches_oracle(tmp_root, case):
 def test_scan_equals_python_loop(tmp_root):
     spec = CASES["one_site"]
     _, llm_config, params, batches, layout, nets = setup(
-        tmp_root, spec["sites"], spec["n_edits"], spec["batch_size"], spec["n_steps"], 0.5, 0)
+        tmp_root, spec["sites"], spec["n_edits"], spec["batch_size"], spec["n_steps"], 0.5, 0
+    )
     hp = hparams(**spec["hp"])
     our_nets, norms = ours_from_oracle(nets)
     static = (llm_config, layout, hp, training.AnswerLengths.of(batches))
     acc, scan_norms, scanned = jax.jit(training.train_sequence, static_argnums=(0, 1, 2, 3))(
-        *static, params, our_nets, norms, batches)
+        *static, params, our_nets, norms, batches
+    )
 
     step = jax.jit(functools.partial(training.sequence_step, *static), static_argnums=())
     carry = training.initial_carry(*static, params, our_nets, norms, batches)
@@ -184,11 +232,21 @@ def test_evaluation_matches_oracle(tmp_root, metric):
     sites = ("transformer.h.0.mlp.fc_out", "transformer.h.1.mlp.fc_out")
     torch_model, llm_config, params, batches, layout, nets = setup(tmp_root, sites, 5, 2, 3, 0.05, 1)
     our_nets, our_norms = ours_from_oracle(nets)
-    ref = oracle.evaluate(torch_model, nets, to_oracle_steps(batches), list(sites),
-                          oracle.OracleConfig(token="ans"), metric=metric)
+    ref = oracle.evaluate(
+        torch_model, nets, to_oracle_steps(batches), list(sites), oracle.OracleConfig(token="ans"), metric=metric
+    )
     scores, rows, norms, factors = evaluation.evaluate_jit(
-        llm_config, layout, "ans", metric, training.AnswerLengths.of(batches).edit, True, params, our_nets,
-        our_norms, batches)
+        llm_config,
+        layout,
+        "ans",
+        metric,
+        training.AnswerLengths.of(batches).edit,
+        True,
+        params,
+        our_nets,
+        our_norms,
+        batches,
+    )
     for t, ref_shifts in enumerate(ref["shifts"]):
         for site in sites:
             k, c = (np.asarray(x[t]) for x in factors[site])
@@ -200,6 +258,7 @@ def test_evaluation_matches_oracle(tmp_root, metric):
     # On this random model, argmax accuracy stays 0 (the shifts above are what is compared); the
     # CounterFact comparison must move with the edits for the row check to mean something.
     if metric == "counterfact":
-        base = evaluation.row_scores(llm_config, params, es.base_kernels(llm_config, layout, params),
-                                     batches.edit, metric)
+        base = evaluation.row_scores(
+            llm_config, params, es.base_kernels(llm_config, layout, params), batches.edit, metric
+        )
         assert not np.allclose(np.asarray(base), np.asarray(rows["edit"]))

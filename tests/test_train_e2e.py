@@ -64,7 +64,7 @@ def test_trace_contents(run):
     last_epoch = [l for l in lines if l["epoch"] == 1]
     for t in range(3):
         np.testing.assert_allclose(trace[f"train/step{t}/gen_loss"], last_epoch[t]["gen_loss"], rtol=1e-6)
-    grads = {k[len("train/grad/"):]: trace[k] for k in trace if k.startswith("train/grad/")}
+    grads = {k[len("train/grad/") :]: trace[k] for k in trace if k.startswith("train/grad/")}
     assert "(256, 64).blocks.0.B" in grads and "(256, 64).lamda.weight" in grads
     assert np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in grads.values())) <= 1.0 + 1e-5
 
@@ -73,18 +73,23 @@ def test_exported_hypernet_restarts_training(run, tmp_path):
     workdir, _ = run
     state = reference_io.load_reference_file(workdir / "hypernet.safetensors")
     assert state["(256, 64).normalizer.n"][0] > 0  # normaliser statistics travel with the weights
-    config = tiny_config(**{"init.reference_hypernet": str(workdir / "hypernet.safetensors"),
-                            "editor.n_epochs": 1})
+    config = tiny_config(**{"init.reference_hypernet": str(workdir / "hypernet.safetensors"), "editor.n_epochs": 1})
     train_lib.train_and_evaluate(config, str(tmp_path))
-    wrong_sites = tiny_config(**{"init.reference_hypernet": str(workdir / "hypernet.safetensors"),
-                                 "model.edit_sites": ["transformer.h.3.mlp.fc_out"]})
+    wrong_sites = tiny_config(
+        **{
+            "init.reference_hypernet": str(workdir / "hypernet.safetensors"),
+            "model.edit_sites": ["transformer.h.3.mlp.fc_out"],
+        }
+    )
     with pytest.raises(ValueError, match=r"need \{\(256, 64\): 1\}"):
         train_lib.train_and_evaluate(wrong_sites, str(tmp_path / "wrong"))
 
 
 def test_fixed_edit_stream_is_reproducible(tmp_path):
-    stream = {"train": [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14]],
-              "eval": [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]]}
+    stream = {
+        "train": [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14]],
+        "eval": [[0, 2, 4, 6, 8], [1, 3, 5, 7, 9]],
+    }
     reordered = {**stream, "train": stream["train"][::-1]}
     runs = {}
     for name, content in (("a", stream), ("b", stream), ("reordered", reordered)):
@@ -105,17 +110,36 @@ def test_fixed_edit_stream_is_reproducible(tmp_path):
 def test_bin_train_cli(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bin" / "train"), f"--config={ROOT / 'configs' / 'tiny.py'}",
-         f"--workdir={tmp_path}", "--config.editor.n_epochs=1", "--config.train.num_seq=2",
-         "--config.eval.num_seq=2", "--config.data.n_edits=4", "--config.editor.rank=8"],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "bin" / "train"),
+            f"--config={ROOT / 'configs' / 'tiny.py'}",
+            f"--workdir={tmp_path}",
+            "--config.editor.n_epochs=1",
+            "--config.train.num_seq=2",
+            "--config.eval.num_seq=2",
+            "--config.data.n_edits=4",
+            "--config.editor.rank=8",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ES=" in result.stdout
     assert json.loads((tmp_path / "config.json").read_text())["editor"]["rank"] == 8
     unknown = subprocess.run(
-        [sys.executable, str(ROOT / "bin" / "train"), f"--config={ROOT / 'configs' / 'tiny.py'}",
-         f"--workdir={tmp_path}/x", "--config.editor.rnak=8"],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "bin" / "train"),
+            f"--config={ROOT / 'configs' / 'tiny.py'}",
+            f"--workdir={tmp_path}/x",
+            "--config.editor.rnak=8",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert unknown.returncode != 0 and "rnak" in unknown.stderr

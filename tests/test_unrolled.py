@@ -22,16 +22,35 @@ SITES = ("transformer.h.0.mlp.fc_out", "transformer.h.1.mlp.fc_out")
 
 def problem(n_steps, dtype="float32", seed=0):
     """A tiny GPT-J, a hypernetwork moved off its init, and `n_steps` step batches."""
-    config = models.GPTJConfig(vocab_size=data.TINY_VOCAB_SIZE, n_positions=64, n_embd=32, n_layer=2,
-                               n_head=4, rotary_dim=4, n_inner=48, param_dtype=dtype, dtype=dtype)
+    config = models.GPTJConfig(
+        vocab_size=data.TINY_VOCAB_SIZE,
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        rotary_dim=4,
+        n_inner=48,
+        param_dtype=dtype,
+        dtype=dtype,
+    )
     params = models.init_params(config, jax.random.PRNGKey(seed))
     facts = data.make_synthetic_facts(n_steps * 3, seed)
-    batches = data.build_step_batches(data.load_tokenizer(None), facts,
-                                      data.draw_stream(len(facts), n_steps, 3, seed),
-                                      batch_size=2, max_length=64)
+    batches = data.build_step_batches(
+        data.load_tokenizer(None), facts, data.draw_stream(len(facts), n_steps, 3, seed), batch_size=2, max_length=64
+    )
     layout = make_layout(config, SITES)
-    hp = training.EditorHParams(rank=8, n_blocks=2, lr=0.05, meta_lr=1e-3, loc_coef=0.6, reg_coef=1e-2,
-                                max_grad_norm=1e9, time_decay=0.9, back_depth=2, token="ans")
+    hp = training.EditorHParams(
+        rank=8,
+        n_blocks=2,
+        lr=0.05,
+        meta_lr=1e-3,
+        loc_coef=0.6,
+        reg_coef=1e-2,
+        max_grad_norm=1e9,
+        time_decay=0.9,
+        back_depth=2,
+        token="ans",
+    )
     nets = training.init_nets(jax.random.PRNGKey(seed + 1), layout, hp)
     leaves, tree = jax.tree.flatten(nets)
     keys = jax.random.split(jax.random.PRNGKey(seed + 2), len(leaves))
@@ -52,8 +71,15 @@ def plain_sequence_loss(nets, static, params, norms, batches, second_order):
     """sum_t loss_t by a differentiable scan: autodiff stores every step (fine at this size)."""
     config, layout, hp, lengths = static
     objective = functools.partial(
-        unrolled.step_objective, llm_config=config, layout=layout, hp=hp, lengths=lengths,
-        params=params, batches=batches, second_order=second_order)
+        unrolled.step_objective,
+        llm_config=config,
+        layout=layout,
+        hp=hp,
+        lengths=lengths,
+        params=params,
+        batches=batches,
+        second_order=second_order,
+    )
 
     def step(carry, t):
         kernels, norms = carry
@@ -65,8 +91,9 @@ def plain_sequence_loss(nets, static, params, norms, batches, second_order):
 
 
 def max_rel(a, b):
-    return max(jax.tree.leaves(jax.tree.map(
-        lambda x, y: float(jnp.abs(x - y).max() / (jnp.abs(y).max() + 1e-30)), a, b)))
+    return max(
+        jax.tree.leaves(jax.tree.map(lambda x, y: float(jnp.abs(x - y).max() / (jnp.abs(y).max() + 1e-30)), a, b))
+    )
 
 
 def test_one_step_all_modes_agree():
@@ -89,7 +116,8 @@ def test_two_scan_gradient_equals_autodiff_through_the_scan(mode):
     static, params, nets, norms, batches = problem(3)
     ours = grads_of(mode, static, params, nets, norms, batches)
     auto = jax.jit(jax.grad(plain_sequence_loss), static_argnums=(1, 5))(
-        nets, static, params, norms, batches, mode == "unrolled_second_order")
+        nets, static, params, norms, batches, mode == "unrolled_second_order"
+    )
     assert max_rel(ours, auto) <= 1e-4
 
 
@@ -100,11 +128,13 @@ def test_second_order_matches_finite_differences_in_float64():
         grads = grads_of("unrolled_second_order", static, params, nets, norms, batches)
         loss = jax.jit(plain_sequence_loss, static_argnums=(1, 5))
         rng = np.random.default_rng(0)
+        eps = 1e-5
         for _ in range(3):
             direction = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape)), nets)
-            eps = 1e-5
-            shifted = lambda s: jax.tree.map(lambda x, d: x + s * eps * d, nets, direction)
-            fd = (loss(shifted(1), static, params, norms, batches, True)
-                  - loss(shifted(-1), static, params, norms, batches, True)) / (2 * eps)
+            shifted = lambda s, direction=direction: jax.tree.map(lambda x, v: x + s * eps * v, nets, direction)
+            fd = (
+                loss(shifted(1), static, params, norms, batches, True)
+                - loss(shifted(-1), static, params, norms, batches, True)
+            ) / (2 * eps)
             analytic = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction)))
             assert abs(float(analytic) - float(fd)) <= 1e-6 * abs(float(fd)), (float(analytic), float(fd))

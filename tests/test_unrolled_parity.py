@@ -20,22 +20,40 @@ from tests.test_rledit_parity import perturb, to_oracle_steps
 from tests.tiny_hf import make_gptj
 
 SITES = ("transformer.h.0.mlp.fc_out", "transformer.h.1.mlp.fc_out")
-HP = training.EditorHParams(rank=8, n_blocks=2, lr=0.05, meta_lr=1e-3, loc_coef=0.6, reg_coef=1e-2,
-                            max_grad_norm=1e9, time_decay=0.9, back_depth=2, token="ans")
+HP = training.EditorHParams(
+    rank=8,
+    n_blocks=2,
+    lr=0.05,
+    meta_lr=1e-3,
+    loc_coef=0.6,
+    reg_coef=1e-2,
+    max_grad_norm=1e9,
+    time_decay=0.9,
+    back_depth=2,
+    token="ans",
+)
 
 
 @pytest.fixture(scope="module")
 def problem(tmp_path_factory):
     path = tmp_path_factory.mktemp("unrolled") / "m"
-    torch_model = make_gptj(path, seed=3, vocab_size=data.TINY_VOCAB_SIZE, n_embd=32, n_layer=2,
-                            n_head=4, rotary_dim=4, n_inner=48).double()
+    torch_model = make_gptj(
+        path, seed=3, vocab_size=data.TINY_VOCAB_SIZE, n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_inner=48
+    ).double()
     oracle_unrolled.full_precision_attention(torch_model)
     facts = data.make_synthetic_facts(9, 3)
-    batches = data.build_step_batches(data.load_tokenizer(None), facts, data.draw_stream(9, 3, 3, 3),
-                                      batch_size=2, max_length=64)
-    nets = oracle.make_hypernets(oracle.site_shapes_of(torch_model, SITES), rank=HP.rank,
-                                 n_blocks=HP.n_blocks, lr=HP.lr, seed=3, dtype=torch.float64,
-                                 norm_eps=float(np.finfo(np.float32).eps))
+    batches = data.build_step_batches(
+        data.load_tokenizer(None), facts, data.draw_stream(9, 3, 3, 3), batch_size=2, max_length=64
+    )
+    nets = oracle.make_hypernets(
+        oracle.site_shapes_of(torch_model, SITES),
+        rank=HP.rank,
+        n_blocks=HP.n_blocks,
+        lr=HP.lr,
+        seed=3,
+        dtype=torch.float64,
+        norm_eps=float(np.finfo(np.float32).eps),
+    )
     perturb(nets, 3)
     return str(path), torch_model, batches, nets
 
@@ -43,18 +61,25 @@ def problem(tmp_path_factory):
 @pytest.mark.parametrize("mode", unrolled.MODES)
 def test_unrolled_grads_match_torch(problem, mode):
     path, torch_model, batches, nets = problem
-    cfg = oracle.OracleConfig(back_depth=HP.back_depth, time_decay=HP.time_decay, loc_coef=HP.loc_coef,
-                              reg_coef=HP.reg_coef, max_grad_norm=HP.max_grad_norm, token=HP.token)
-    ref = oracle_unrolled.sequence_grads(torch_model, copy.deepcopy(nets), to_oracle_steps(batches),
-                                         list(SITES), cfg, mode)
+    cfg = oracle.OracleConfig(
+        back_depth=HP.back_depth,
+        time_decay=HP.time_decay,
+        loc_coef=HP.loc_coef,
+        reg_coef=HP.reg_coef,
+        max_grad_norm=HP.max_grad_norm,
+        token=HP.token,
+    )
+    ref = oracle_unrolled.sequence_grads(
+        torch_model, copy.deepcopy(nets), to_oracle_steps(batches), list(SITES), cfg, mode
+    )
     state = {k: v.detach().numpy() for k, v in nets.state_dict().items()}
     with jax.enable_x64(True):
         llm_config, params = models.load_hf(path, param_dtype="float64")
         our_nets, norms = reference_io.from_reference(state)  # float64 under x64
         layout = make_layout(llm_config, SITES)
         grads, _, _ = jax.jit(unrolled.sequence_grads, static_argnums=(0, 1, 2, 3, 4))(
-            llm_config, layout, HP, training.AnswerLengths.of(batches), mode, params, our_nets, norms,
-            batches)
+            llm_config, layout, HP, training.AnswerLengths.of(batches), mode, params, our_nets, norms, batches
+        )
         ours = reference_io.to_reference(grads, norms)
     for name, g in ref.items():
         g = g.numpy()

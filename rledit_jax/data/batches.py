@@ -77,7 +77,7 @@ def _tokenize_kind(
             if not truncate:
                 raise ValueError(
                     f"fact {i} {kind} pair is {len(tokens)} tokens, over max_length {max_length} "
-                    f"(prompt {pair.prompt!r}); pass truncate=True to left-truncate such prompts"
+                    f"(prompt {pair.prompt!r}); --config.data.truncate=True left-truncates such prompts"
                 )
             tokens = left_truncate(tokens, max_length, len(tokenizer.prompt_prefix_ids))
             n_truncated += 1

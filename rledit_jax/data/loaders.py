@@ -145,9 +145,7 @@ def _read_rows(path: Path) -> list[object]:
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ValueError(
-                f"{path}: invalid JSON ({error}); JSON-lines files must be named *.jsonl"
-            ) from None
+            raise ValueError(f"{path}: invalid JSON ({error}); JSON-lines files must be named *.jsonl") from None
         if not isinstance(rows, list):
             raise ValueError(f"{path}: expected a JSON list of records, got a JSON {type(rows).__name__}")
     if not rows:
@@ -155,9 +153,7 @@ def _read_rows(path: Path) -> list[object]:
     return rows
 
 
-def load_facts(
-    name: str, path: str | Path, *, skip_malformed: bool = False, seed: int = 0
-) -> LoadedFacts:
+def load_facts(name: str, path: str | Path, *, skip_malformed: bool = False, seed: int = 0) -> LoadedFacts:
     """Reads dataset `name` ("zsre", "counterfact" or "fever") from `path`.
 
     A malformed row (missing key, wrong type, empty string or list) raises a ValueError naming the
@@ -178,7 +174,7 @@ def load_facts(
         except _MalformedRow as problem:
             message = f"{path} row {index}: {problem}"
             if not skip_malformed:
-                raise ValueError(message) from None
+                raise ValueError(f"{message} (--config.data.skip_malformed=True skips and counts such rows)") from None
             skipped.append(message)
             continue
         facts.append(fact)

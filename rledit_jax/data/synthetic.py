@@ -33,24 +33,56 @@ _RELATIONS = (
         "The capital city of {} is",
         "What is the capital of {}?",
         (
-            "Kelmar", "Avel", "Doran", "Estel", "Farrow", "Gilden", "Harth", "Isker", "Joven",
-            "Kastel", "Lorne", "Mirel", "Port Avel", "Port Lorne", "Saint Harth", "Fort Isker",
-            "Kastel Haven", "Saint Doran Bay", "New Port Mirel",
+            "Kelmar",
+            "Avel",
+            "Doran",
+            "Estel",
+            "Farrow",
+            "Gilden",
+            "Harth",
+            "Isker",
+            "Joven",
+            "Kastel",
+            "Lorne",
+            "Mirel",
+            "Port Avel",
+            "Port Lorne",
+            "Saint Harth",
+            "Fort Isker",
+            "Kastel Haven",
+            "Saint Doran Bay",
+            "New Port Mirel",
         ),
     ),
     _Relation(
         "The official language of {} is",
         "Which language do people in {} speak?",
         (
-            "Zorvish", "Kelmic", "Avendi", "Braskan", "Carnish", "Dovric", "Eskalic", "Ferran",
-            "Galdic", "Halvan", "Upper Kelmic", "Lower Braskan",
+            "Zorvish",
+            "Kelmic",
+            "Avendi",
+            "Braskan",
+            "Carnish",
+            "Dovric",
+            "Eskalic",
+            "Ferran",
+            "Galdic",
+            "Halvan",
+            "Upper Kelmic",
+            "Lower Braskan",
         ),
     ),
     _Relation(
         "The currency used in {} is the",
         "What money is used in {}?",
         (
-            "crown", "mark", "florin", "talon", "shell", "golden crown", "copper mark",
+            "crown",
+            "mark",
+            "florin",
+            "talon",
+            "shell",
+            "golden crown",
+            "copper mark",
             "golden copper coin",
         ),
     ),
@@ -58,16 +90,32 @@ _RELATIONS = (
         "The head of state of {} is",
         "Who leads {}?",
         (
-            "Mara", "Orrin", "Mara Voss", "Tallis Wren", "Orrin Vale", "Edda Korr", "Senna Brand",
-            "Ilse Darrow", "Tallis Wren Junior", "Edda Korr Elder",
+            "Mara",
+            "Orrin",
+            "Mara Voss",
+            "Tallis Wren",
+            "Orrin Vale",
+            "Edda Korr",
+            "Senna Brand",
+            "Ilse Darrow",
+            "Tallis Wren Junior",
+            "Edda Korr Elder",
         ),
     ),
     _Relation(
         "The region of {} is called",
         "In which region is {}?",
         (
-            "Aldmere", "Brightmarch", "Coldreach", "Duskfall", "Emberlands", "Frostvale",
-            "Greywater", "Highmoor", "Upper Duskfall", "Lower Greywater",
+            "Aldmere",
+            "Brightmarch",
+            "Coldreach",
+            "Duskfall",
+            "Emberlands",
+            "Frostvale",
+            "Greywater",
+            "Highmoor",
+            "Upper Duskfall",
+            "Lower Greywater",
         ),
     ),
 )
@@ -99,9 +147,7 @@ MAX_SYNTHETIC_FACTS: int = len(_SUBJECTS) * len(_RELATIONS)
 def make_synthetic_facts(n: int, seed: int) -> list[Fact]:
     """`n` facts with distinct (subject, relation) pairs; the same `(n, seed)` gives the same facts."""
     if not 0 < n <= MAX_SYNTHETIC_FACTS:
-        raise ValueError(
-            f"n must be in [1, {MAX_SYNTHETIC_FACTS}] (distinct subject/relation pairs), got {n}"
-        )
+        raise ValueError(f"n must be in [1, {MAX_SYNTHETIC_FACTS}] (distinct subject/relation pairs), got {n}")
     rng = np.random.default_rng(seed)
     facts = []
     for combo in rng.permutation(MAX_SYNTHETIC_FACTS)[:n]:

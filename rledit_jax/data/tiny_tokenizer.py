@@ -57,9 +57,7 @@ _TOKENS: list[bytes] = (
     + [w.encode() for w in _OPENING_WORDS]
     + [(" " + w).encode() for w in _WORDS]
 )
-_WORD_IDS: dict[str, int] = {
-    token.decode(): i for i, token in enumerate(_TOKENS) if i >= _FIRST_BYTE_ID + _N_BYTES
-}
+_WORD_IDS: dict[str, int] = {token.decode(): i for i, token in enumerate(_TOKENS) if i >= _FIRST_BYTE_ID + _N_BYTES}
 _PIECE = re.compile(r" ?[^\W\d_]+| ?\d+| ?[^\s\w]+| ?_+|\s+(?!\S)|\s+")
 
 TINY_VOCAB_SIZE: int = len(_TOKENS)

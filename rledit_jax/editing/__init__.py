@@ -15,7 +15,20 @@ from rledit_jax.editing.requests import EditBatch, Request, RequestError, make_b
 from rledit_jax.editing.state import EditInfo, EditState, edit_batch, init_state, rollback
 
 __all__ = [
-    "BatchRecord", "EditBatch", "EditInfo", "EditState", "Editor", "NonFiniteShiftError", "Request",
-    "RequestError", "apply_delta", "edit_batch", "init_state", "load_hypernet", "make_batch",
-    "read_delta", "read_requests", "rollback",
+    "BatchRecord",
+    "EditBatch",
+    "EditInfo",
+    "EditState",
+    "Editor",
+    "NonFiniteShiftError",
+    "Request",
+    "RequestError",
+    "apply_delta",
+    "edit_batch",
+    "init_state",
+    "load_hypernet",
+    "make_batch",
+    "read_delta",
+    "read_requests",
+    "rollback",
 ]

@@ -21,7 +21,9 @@ import jax
 import numpy as np
 
 from rledit_jax import data, models
-from rledit_jax.editing import export, inspect, requests as req, state as st
+from rledit_jax.editing import export, inspect
+from rledit_jax.editing import requests as req
+from rledit_jax.editing import state as st
 from rledit_jax.editor import edit_step as es
 from rledit_jax.editor import reference_io
 from rledit_jax.editor.sites import SiteLayout, check_hypernets, make_layout
@@ -72,9 +74,13 @@ def load_hypernet(path: str | os.PathLike, layout: SiteLayout):
     if trained_for is not None and tuple(trained_for) != layout.names:
         raise ValueError(
             f"hypernetwork {path} was trained for the edit sites {trained_for} (the bin/train "
-            f"config.json beside it), not {list(layout.names)}; set --config.model.edit_sites to match")
-    bad = [jax.tree_util.keystr(p) for p, x in jax.tree_util.tree_leaves_with_path((nets, norms))
-           if not np.all(np.isfinite(np.asarray(x)))]
+            f"config.json beside it), not {list(layout.names)}; set --config.model.edit_sites to match"
+        )
+    bad = [
+        jax.tree_util.keystr(p)
+        for p, x in jax.tree_util.tree_leaves_with_path((nets, norms))
+        if not np.all(np.isfinite(np.asarray(x)))
+    ]
     if bad:
         raise ValueError(f"hypernetwork {path} holds non-finite values in {bad[:5]}")
     return nets, norms
@@ -104,9 +110,15 @@ class Editor:
 
         llm_config, params, tokenizer_dir = model or train_lib.load_model(config.model)
         tokenizer = data.load_tokenizer(config.data.tokenizer_path or tokenizer_dir)
-        return cls(llm_config, params, make_layout(llm_config, list(config.model.edit_sites)), tokenizer,
-                   token=config.editor.token, batch_size=config.data.batch_size,
-                   max_requests=config.data.n_edits)
+        return cls(
+            llm_config,
+            params,
+            make_layout(llm_config, list(config.model.edit_sites)),
+            tokenizer,
+            token=config.editor.token,
+            batch_size=config.data.batch_size,
+            max_requests=config.data.n_edits,
+        )
 
     @property
     def n_micro(self) -> int:
@@ -126,21 +138,31 @@ class Editor:
         """
         if max_rows is None:
             max_rows = self.max_requests * (16 if self.token == "ans" else 64)
-        return st.init_state(self.llm_config, self.layout, self.params, nets, norms, capacity=capacity,
-                             max_rows=max_rows)
+        return st.init_state(
+            self.llm_config, self.layout, self.params, nets, norms, capacity=capacity, max_rows=max_rows
+        )
 
     def tokenize(self, requests: Sequence, where: str = "request") -> list[data.TokenizedPair]:
-        return [req.tokenize_request(self.tokenizer, r, self.llm_config.n_positions, f"{where} {i}")
-                for i, r in enumerate(requests)]
+        return [
+            req.tokenize_request(self.tokenizer, r, self.llm_config.n_positions, f"{where} {i}")
+            for i, r in enumerate(requests)
+        ]
 
     def make_batch(self, requests: Sequence) -> req.EditBatch:
         """Tokenises requests (or takes tokenised ones) and lays them out `[n_micro, batch_size, L]`."""
         if len(requests) > self.max_requests:
-            raise req.RequestError(f"{len(requests)} requests, more than one batch of max_requests="
-                                   f"{self.max_requests} (data.n_edits); split them into several batches")
-        return req.make_batch(self.tokenize(requests), batch_size=self.batch_size, n_micro=self.n_micro,
-                              pad_token_id=self.pad_token_id, max_length=self.llm_config.n_positions,
-                              min_length=self.min_length)
+            raise req.RequestError(
+                f"{len(requests)} requests, more than one batch of max_requests="
+                f"{self.max_requests} (data.n_edits); split them into several batches"
+            )
+        return req.make_batch(
+            self.tokenize(requests),
+            batch_size=self.batch_size,
+            n_micro=self.n_micro,
+            pad_token_id=self.pad_token_id,
+            max_length=self.llm_config.n_positions,
+            min_length=self.min_length,
+        )
 
     def edit(self, state: st.EditState, requests) -> tuple[st.EditState, BatchRecord]:
         """Applies one batch (a list of requests, or an `EditBatch`); returns the new state and its record.
@@ -152,12 +174,13 @@ class Editor:
         if rows > state.max_rows:
             raise req.RequestError(
                 f"the batch captures {rows} rows, more than the state's max_rows={state.max_rows}; "
-                "create the state with a larger max_rows or edit fewer/shorter targets per batch")
+                "create the state with a larger max_rows or edit fewer/shorter targets per batch"
+            )
         new, info = st.edit_batch(self.llm_config, self.layout, self.token, self.params, state, batch)
         if not bool(info.applied):
             raise NonFiniteShiftError(
-                "the edit produced a non-finite shift, kernel or normaliser statistic; the batch was "
-                "not applied", new)
+                "the edit produced a non-finite shift, kernel or normaliser statistic; the batch was not applied", new
+            )
         return new, self._record(int(info.batch_id), int(info.n_rows), np.asarray(info.shift_norms))
 
     def _record(self, batch_id, n_rows, norms) -> BatchRecord:
@@ -175,8 +198,13 @@ class Editor:
             committed = int(state.n_committed)
             raise ValueError(
                 f"can roll back 1..{count} batches, not {k}"
-                + (f" ({committed} older batches were committed when the history of "
-                   f"{state.capacity} batches was full)" if committed else ""))
+                + (
+                    f" ({committed} older batches were committed when the history of "
+                    f"{state.capacity} batches was full)"
+                    if committed
+                    else ""
+                )
+            )
         return st.rollback(state, np.int32(k))
 
     # ------------------------------------------------------------------------------- inspecting
@@ -193,32 +221,60 @@ class Editor:
     def target_log_probs(self, state: st.EditState | None, requests) -> tuple[np.ndarray, np.ndarray]:
         """Per request: the target's teacher-forced log-probability (sum over its tokens) and its
         token count, on the edited model (`state` None: the unedited one)."""
-        return inspect.target_log_probs(self.llm_config, self.params, self.kernels(state),
-                                        self.tokenize(requests),
-                                        pad_token_id=self.pad_token_id)
+        return inspect.target_log_probs(
+            self.llm_config, self.params, self.kernels(state), self.tokenize(requests), pad_token_id=self.pad_token_id
+        )
 
     def target_probs(self, state: st.EditState | None, requests) -> np.ndarray:
         """Per request: the probability of the whole target (product of its tokens' probabilities)."""
         return np.exp(self.target_log_probs(state, requests)[0])
 
-    def generate(self, state: st.EditState | None, prompts: Sequence[str], max_new_tokens: int = 8
-                 ) -> list[str]:
+    def generate(self, state: st.EditState | None, prompts: Sequence[str], max_new_tokens: int = 8) -> list[str]:
         """Greedy continuations (decoded new tokens) of text prompts."""
         ids = [list(self.tokenizer.prompt_prefix_ids) + self.tokenizer.encode(p) for p in prompts]
-        out = inspect.greedy(self.llm_config, self.params, self.kernels(state), ids,
-                             max_new_tokens=max_new_tokens, pad_token_id=self.pad_token_id)
+        out = inspect.greedy(
+            self.llm_config,
+            self.params,
+            self.kernels(state),
+            ids,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=self.pad_token_id,
+        )
         return [self.tokenizer.decode(o) for o in out]
 
     # -------------------------------------------------------------------------------- shipping
 
-    def export_hf(self, state: st.EditState, out: str, *, overwrite: bool = False,
-                  tokenizer_dir: str | None = None, files: dict | None = None) -> None:
+    def export_hf(
+        self,
+        state: st.EditState,
+        out: str,
+        *,
+        overwrite: bool = False,
+        tokenizer_dir: str | None = None,
+        files: dict | None = None,
+    ) -> None:
         """The edited model as an HF directory (`transformers.AutoModelForCausalLM.from_pretrained`)."""
-        export.export_hf(self.llm_config, self.params, state.kernels, out, overwrite=overwrite,
-                         tokenizer_dir=tokenizer_dir, files=files)
+        export.export_hf(
+            self.llm_config,
+            self.params,
+            state.kernels,
+            out,
+            overwrite=overwrite,
+            tokenizer_dir=tokenizer_dir,
+            files=files,
+        )
 
-    def export_delta(self, state: st.EditState, out: str, *, base: dict, overwrite: bool = False,
-                     files: dict | None = None, extra: dict | None = None) -> dict:
+    def export_delta(
+        self,
+        state: st.EditState,
+        out: str,
+        *,
+        base: dict,
+        overwrite: bool = False,
+        files: dict | None = None,
+        extra: dict | None = None,
+    ) -> dict:
         """Only the edited matrices' deltas (HF names and layout) and a manifest; see `export`."""
-        return export.export_delta(self.llm_config, self.params, state.kernels, out, base=base,
-                                   overwrite=overwrite, files=files, extra=extra)
+        return export.export_delta(
+            self.llm_config, self.params, state.kernels, out, base=base, overwrite=overwrite, files=files, extra=extra
+        )

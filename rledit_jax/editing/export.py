@@ -37,8 +37,14 @@ FORMAT = "rledit-jax-delta"
 VERSION = 1
 # Tokenizer (and generation) files copied from the base model directory into a full export.
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-    "tokenizer.model", "added_tokens.json", "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "added_tokens.json",
+    "generation_config.json",
 )
 
 
@@ -60,15 +66,18 @@ def sha256_array(array: np.ndarray) -> str:
 
 def model_file_hashes(path: str) -> dict[str, str]:
     """sha256 of a model directory's config and weight files (safetensors / .bin, shards, indices)."""
-    names = sorted(n for n in os.listdir(path)
-                   if n == "config.json" or n.endswith((".safetensors", ".bin", ".index.json")))
+    names = sorted(
+        n for n in os.listdir(path) if n == "config.json" or n.endswith((".safetensors", ".bin", ".index.json"))
+    )
     return {n: sha256_file(os.path.join(path, n)) for n in names}
 
 
 def site_tensors(llm_config, sites) -> dict[str, tuple[tuple[str, ...], str, bool]]:
     """`{site: (our params path, HF tensor name, transpose?)}` from the architecture's name table."""
-    table = {ours: (hf, transpose) for ours, hf, transpose in
-             registry.architecture(llm_config.model_type).hf_param_table(llm_config)}
+    table = {
+        ours: (hf, transpose)
+        for ours, hf, transpose in registry.architecture(llm_config.model_type).hf_param_table(llm_config)
+    }
     out = {}
     for site in sites:
         path = models.site_path(llm_config, site)
@@ -78,9 +87,11 @@ def site_tensors(llm_config, sites) -> dict[str, tuple[tuple[str, ...], str, boo
 
 def site_deltas(llm_config, params, kernels: dict) -> dict[str, np.ndarray]:
     """`{site: kernel - base kernel}` float32 `[d_in, d_out]`, with the base from `params`."""
-    return {site: np.asarray(jax.device_get(k), np.float32)
-            - np.asarray(jax.device_get(models.get_site(llm_config, params, site)), np.float32)
-            for site, k in kernels.items()}
+    return {
+        site: np.asarray(jax.device_get(k), np.float32)
+        - np.asarray(jax.device_get(models.get_site(llm_config, params, site)), np.float32)
+        for site, k in kernels.items()
+    }
 
 
 def add_delta(base_kernel, delta: np.ndarray) -> np.ndarray:
@@ -90,8 +101,11 @@ def add_delta(base_kernel, delta: np.ndarray) -> np.ndarray:
 
 
 def edited_params(llm_config, params, deltas: dict) -> dict:
-    return models.set_sites(llm_config, params, {
-        site: add_delta(models.get_site(llm_config, params, site), d) for site, d in deltas.items()})
+    return models.set_sites(
+        llm_config,
+        params,
+        {site: add_delta(models.get_site(llm_config, params, site), d) for site, d in deltas.items()},
+    )
 
 
 def _check_output(path: str, overwrite: bool) -> str:
@@ -150,14 +164,29 @@ def _write_hf(llm_config, params, deltas, out, *, overwrite, tokenizer_dir, file
         _write_files(tmp, files)
 
 
-def export_hf(llm_config, params, kernels: dict, out: str, *, overwrite: bool = False,
-              tokenizer_dir: str | None = None, files: dict | None = None) -> None:
+def export_hf(
+    llm_config,
+    params,
+    kernels: dict,
+    out: str,
+    *,
+    overwrite: bool = False,
+    tokenizer_dir: str | None = None,
+    files: dict | None = None,
+) -> None:
     """Writes the model with the edit sites set to `kernels` as an HF directory `transformers` loads.
 
     `tokenizer_dir`: copy its tokenizer files along; `files`: extra `{name: text or bytes}` to add.
     """
-    _write_hf(llm_config, params, site_deltas(llm_config, params, kernels), out,
-              overwrite=overwrite, tokenizer_dir=tokenizer_dir, files=files)
+    _write_hf(
+        llm_config,
+        params,
+        site_deltas(llm_config, params, kernels),
+        out,
+        overwrite=overwrite,
+        tokenizer_dir=tokenizer_dir,
+        files=files,
+    )
 
 
 def base_description(model_config, llm_config, params, sites) -> dict:
@@ -168,8 +197,10 @@ def base_description(model_config, llm_config, params, sites) -> dict:
         base.update(kind="hf", path=path, files=model_file_hashes(path))
     else:
         base.update(kind="tiny", tiny=model_config.tiny.to_dict())
-    base["tensors"] = {hf: sha256_array(_hf_layout(models.get_site(llm_config, params, site), transpose))
-                       for site, (_, hf, transpose) in site_tensors(llm_config, sites).items()}
+    base["tensors"] = {
+        hf: sha256_array(_hf_layout(models.get_site(llm_config, params, site), transpose))
+        for site, (_, hf, transpose) in site_tensors(llm_config, sites).items()
+    }
     return base
 
 
@@ -178,8 +209,17 @@ def _hf_layout(kernel, transpose: bool) -> np.ndarray:
     return np.ascontiguousarray(array.T if transpose else array)
 
 
-def export_delta(llm_config, params, kernels: dict, out: str, *, base: dict, overwrite: bool = False,
-                 files: dict | None = None, extra: dict | None = None) -> dict:
+def export_delta(
+    llm_config,
+    params,
+    kernels: dict,
+    out: str,
+    *,
+    base: dict,
+    overwrite: bool = False,
+    files: dict | None = None,
+    extra: dict | None = None,
+) -> dict:
     """Writes `delta.safetensors` and `manifest.json` (plus `files`) into `out`; returns the manifest.
 
     `base` comes from `base_description`; `extra` is merged into the manifest (e.g. the edits made).
@@ -197,10 +237,11 @@ def export_delta(llm_config, params, kernels: dict, out: str, *, base: dict, ove
             "delta_sha256": sha256_file(delta_path),
             "delta_dtype": "float32",
             "layout": "HF tensor names and layout ([out, in]); edited = (base.float32 + delta) cast "
-                      "to base.model_dtype",
+            "to base.model_dtype",
             "model_type": llm_config.model_type,
-            "sites": [{"site": site, "tensor": hf, "shape": list(arrays[hf].shape)}
-                      for site, (_, hf, _) in tensors.items()],
+            "sites": [
+                {"site": site, "tensor": hf, "shape": list(arrays[hf].shape)} for site, (_, hf, _) in tensors.items()
+            ],
             "base": base,
             **(extra or {}),
         }
@@ -221,8 +262,9 @@ def read_delta(delta_dir: str) -> tuple[dict, dict[str, np.ndarray]]:
     if not os.path.isfile(delta_path):
         raise FileNotFoundError(f"delta file {delta_path!r} named by the manifest is missing")
     if sha256_file(delta_path) != manifest["delta_sha256"]:
-        raise DeltaError(f"{delta_path}: sha256 differs from the manifest's; the delta file is damaged "
-                         "or was replaced")
+        raise DeltaError(
+            f"{delta_path}: sha256 differs from the manifest's; the delta file is damaged or was replaced"
+        )
     arrays = safetensors.numpy.load_file(delta_path)
     named = {s["tensor"]: tuple(s["shape"]) for s in manifest["sites"]}
     found = {name: a.shape for name, a in arrays.items()}
@@ -237,28 +279,31 @@ def load_base(manifest: dict, base: str | None):
     `base` None or "tiny" rebuilds the manifest's tiny model; otherwise it is an HF directory, loaded
     in the manifest's model dtype and checked against the manifest's file hashes.
     """
-    from rledit_jax import train_lib  # `load_model` builds the tiny model exactly as training does.
     import ml_collections
+
+    from rledit_jax import train_lib  # `load_model` builds the tiny model exactly as training does.
 
     described = manifest["base"]
     dtype = described["model_dtype"]
     if base in (None, "tiny"):
         if described["kind"] != "tiny":
             if base == "tiny":
-                raise DeltaError(f"the delta was made against the model at {described['path']!r}, not "
-                                 "the built-in tiny model")
+                raise DeltaError(
+                    f"the delta was made against the model at {described['path']!r}, not the built-in tiny model"
+                )
             base = described["path"]
         else:
-            model_config = ml_collections.ConfigDict(
-                {"path": None, "dtype": dtype, "tiny": described["tiny"]})
+            model_config = ml_collections.ConfigDict({"path": None, "dtype": dtype, "tiny": described["tiny"]})
             llm_config, params, _ = train_lib.load_model(model_config)
             return llm_config, params, None
     if described["kind"] == "tiny":
         raise DeltaError(f"the delta was made against the built-in tiny model, not {base!r}; pass --base=tiny")
     llm_config, params = models.load_hf(base, param_dtype=dtype)
     if model_file_hashes(base) != described["files"]:
-        raise DeltaError(f"base model {base!r} differs from the one the delta was made against "
-                         f"({described['path']!r}): weight-file sha256 mismatch")
+        raise DeltaError(
+            f"base model {base!r} differs from the one the delta was made against "
+            f"({described['path']!r}): weight-file sha256 mismatch"
+        )
     return llm_config, params, base
 
 

@@ -37,8 +37,9 @@ def _chunks(n: int, rows: int):
     return [range(i, min(n, i + rows)) for i in range(0, n, rows)]
 
 
-def target_log_probs(llm_config, params, kernels, pairs: Sequence[TokenizedPair], *, pad_token_id: int,
-                     rows: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def target_log_probs(
+    llm_config, params, kernels, pairs: Sequence[TokenizedPair], *, pad_token_id: int, rows: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
     """`(sum of target-token log-probs [n], target token counts [n])` for tokenised requests."""
     total = np.zeros(len(pairs), np.float64)
     counts = np.array([int(np.sum(p.labels != IGNORE)) for p in pairs])
@@ -73,8 +74,16 @@ def _greedy(llm_config, params, kernels, input_ids, lengths, max_new_tokens: int
     return jax.lax.fori_loop(0, max_new_tokens, step, (input_ids, lengths))
 
 
-def greedy(llm_config, params, kernels, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
-           pad_token_id: int, rows: int = 16) -> list[list[int]]:
+def greedy(
+    llm_config,
+    params,
+    kernels,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    pad_token_id: int,
+    rows: int = 16,
+) -> list[list[int]]:
     """The greedy continuation (new tokens only) of each tokenised prompt.
 
     A continuation stops early only where the model's context ends.
@@ -87,8 +96,7 @@ def greedy(llm_config, params, kernels, prompts: Sequence[Sequence[int]], *, max
         lens = np.ones((rows,), np.int32)
         for r, i in enumerate(chunk):
             ids[r, : len(prompts[i])], lens[r] = prompts[i], len(prompts[i])
-        new_ids, new_lens = (np.asarray(x) for x in _greedy(
-            llm_config, params, kernels, ids, lens, max_new_tokens))
+        new_ids, new_lens = (np.asarray(x) for x in _greedy(llm_config, params, kernels, ids, lens, max_new_tokens))
         for r, i in enumerate(chunk):
-            out.append(new_ids[r, len(prompts[i]): new_lens[r]].tolist())
+            out.append(new_ids[r, len(prompts[i]) : new_lens[r]].tolist())
     return out

@@ -91,8 +91,7 @@ def request_from_dict(obj: object, where: str = "request") -> Request:
     if isinstance(obj, Pair):
         return Request(obj.prompt, obj.answer, where=where)
     if not isinstance(obj, Mapping):
-        raise RequestError(f"{where}: expected a JSON object with 'prompt' and 'target_new', got "
-                           f"{type(obj).__name__}")
+        raise RequestError(f"{where}: expected a JSON object with 'prompt' and 'target_new', got {type(obj).__name__}")
     unknown = sorted(set(obj) - set(REQUEST_KEYS))
     if unknown:
         raise RequestError(f"{where}: unknown keys {unknown}; a request has {list(REQUEST_KEYS)}")
@@ -134,11 +133,11 @@ def read_requests(path: str | os.PathLike, max_problems: int = 20) -> list[Reque
     if problems:
         shown = problems[:max_problems]
         more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
-        raise RequestError(f"{len(problems)} malformed request line(s) in {path}:\n  "
-                           + "\n  ".join(shown) + more)
+        raise RequestError(f"{len(problems)} malformed request line(s) in {path}:\n  " + "\n  ".join(shown) + more)
     if not requests:
-        raise RequestError(f"request file {path} holds no requests (one JSON object per line: "
-                           '{"prompt": ..., "target_new": ...})')
+        raise RequestError(
+            f'request file {path} holds no requests (one JSON object per line: {{"prompt": ..., "target_new": ...}})'
+        )
     return requests
 
 
@@ -146,8 +145,10 @@ def _from_arrays(obj: Mapping, where: str) -> TokenizedPair:
     input_ids = np.asarray(obj["input_ids"], np.int32)
     labels = np.asarray(obj["labels"], np.int32)
     if input_ids.ndim != 1 or input_ids.shape != labels.shape or not len(input_ids):
-        raise RequestError(f"{where}: input_ids and labels must be 1-D of the same non-zero length, "
-                           f"got {input_ids.shape} and {labels.shape}")
+        raise RequestError(
+            f"{where}: input_ids and labels must be 1-D of the same non-zero length, "
+            f"got {input_ids.shape} and {labels.shape}"
+        )
     answer = np.flatnonzero(labels != IGNORE)
     if not len(answer):
         raise RequestError(f"{where}: labels hold no target token (all {IGNORE})")
@@ -158,9 +159,7 @@ def _from_arrays(obj: Mapping, where: str) -> TokenizedPair:
     return TokenizedPair(input_ids, labels, None, n_prompt)
 
 
-def tokenize_request(
-    tokenizer: Tokenizer | None, request, max_length: int, where: str = "request"
-) -> TokenizedPair:
+def tokenize_request(tokenizer: Tokenizer | None, request, max_length: int, where: str = "request") -> TokenizedPair:
     """A request (dict, `Request`, `Pair`, `TokenizedPair`, or `{input_ids, labels}`) as a `TokenizedPair`.
 
     Raises `RequestError` when the target tokenises to nothing or the pair does not fit `max_length`
@@ -182,7 +181,8 @@ def tokenize_request(
     if len(tokens) > max_length:
         raise RequestError(
             f"{where}: prompt and target are {len(tokens)} tokens, longer than the model's context "
-            f"of {max_length} tokens")
+            f"of {max_length} tokens"
+        )
     return tokens
 
 
@@ -213,15 +213,18 @@ def make_batch(
     if not pairs:
         raise RequestError("an edit batch needs at least one request")
     if len(pairs) > n_micro * batch_size:
-        raise RequestError(f"{len(pairs)} requests do not fit one batch of {n_micro} micro-batches x "
-                           f"{batch_size} rows; split them into several batches")
+        raise RequestError(
+            f"{len(pairs)} requests do not fit one batch of {n_micro} micro-batches x "
+            f"{batch_size} rows; split them into several batches"
+        )
     longest = max(len(p) for p in pairs)
     if longest > max_length:
         raise RequestError(f"a request of {longest} tokens is longer than the model's context of {max_length}")
     length = bucket_length(longest, max_length, min_length)
     # The step-batch layout of the evaluation loop (sorted longest first, ragged last micro-batch).
     kind = data_batches.assemble_kind_batch(
-        [list(range(len(pairs)))], dict(enumerate(pairs)), batch_size, length, pad_token_id, 0)
+        [list(range(len(pairs)))], dict(enumerate(pairs)), batch_size, length, pad_token_id, 0
+    )
     pad = n_micro - kind.input_ids.shape[1]
 
     def grow(x, fill):

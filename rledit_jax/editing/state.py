@@ -82,8 +82,7 @@ class EditInfo:
     shift_norms: jax.Array
 
 
-def init_state(llm_config, layout: SiteLayout, params, nets, norms, *, capacity: int,
-               max_rows: int) -> EditState:
+def init_state(llm_config, layout: SiteLayout, params, nets, norms, *, capacity: int, max_rows: int) -> EditState:
     """A fresh state: the model's kernels, empty history of `capacity` batches of `max_rows` rows."""
     if capacity < 1 or max_rows < 1:
         raise ValueError(f"capacity and max_rows must be >= 1, got {capacity} and {max_rows}")
@@ -137,8 +136,7 @@ def edit_batch(llm_config, layout: SiteLayout, token: str, params, state: EditSt
     predict every site's shift), as in the evaluation loop; the shift is then kept as factors of the
     batch's captured rows and recorded in the history.
     """
-    _, norms, factors = es.edit_step(llm_config, layout, token, params, state.nets, state.kernels,
-                                     state.norms, batch)
+    _, norms, factors = es.edit_step(llm_config, layout, token, params, state.nets, state.kernels, state.norms, batch)
     flat = es.flatten_micro_batches(batch)
     mask = probes.row_mask(flat, token).reshape(-1)
     rows = jnp.sum(mask, dtype=jnp.int32)
@@ -151,8 +149,9 @@ def edit_batch(llm_config, layout: SiteLayout, token: str, params, state: EditSt
         capacity = state.capacity
         full = state.count == capacity
         # A full history first commits its oldest batch (slot `start`) into `base`.
-        base = jax.lax.cond(full, lambda b: es.apply_factors(b, _slot_factors(state, state.start)),
-                            lambda b: dict(b), state.base)
+        base = jax.lax.cond(
+            full, lambda b: es.apply_factors(b, _slot_factors(state, state.start)), lambda b: dict(b), state.base
+        )
         slot = (state.start + state.count) % capacity  # == start when full
         put = lambda buf, value: jax.lax.dynamic_update_index_in_dim(buf, value, slot, 0)
         return state.replace(
@@ -171,13 +170,13 @@ def edit_batch(llm_config, layout: SiteLayout, token: str, params, state: EditSt
             n_committed=state.n_committed + full.astype(jnp.int32),
         )
 
-    info = EditInfo(applied=applied, batch_id=jnp.where(applied, state.next_id, -1), n_rows=rows,
-                    shift_norms=norms_f)
+    info = EditInfo(applied=applied, batch_id=jnp.where(applied, state.next_id, -1), n_rows=rows, shift_norms=norms_f)
     return jax.lax.cond(applied, commit, lambda s: s, state), info
 
 
 def replay(state: EditState, n):
     """`base` plus the oldest `n` (traced) history batches, added one at a time in applied order."""
+
     def add(i, kernels):
         return es.apply_factors(kernels, _slot_factors(state, (state.start + i) % state.capacity))
 

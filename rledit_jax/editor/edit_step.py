@@ -33,22 +33,24 @@ def at_step(kind_batch, t):
 
 def flatten_micro_batches(batch):
     """`[M, B, L]` arrays -> `[M * B, L]` (a plain dict of input_ids, attention_mask, labels)."""
-    return {k: getattr(batch, k).reshape(-1, batch.input_ids.shape[-1])
-            for k in ("input_ids", "attention_mask", "labels")}
+    return {
+        k: getattr(batch, k).reshape(-1, batch.input_ids.shape[-1]) for k in ("input_ids", "attention_mask", "labels")
+    }
 
 
 def forward_kind(llm_config, params, batch):
     """Logits `[..., M, B, L, V]` of a kind batch with leading axes `[..., M, B, L]`."""
     lead = batch.input_ids.shape
     logits = models.forward(
-        llm_config, params,
-        batch.input_ids.reshape(-1, lead[-1]), batch.attention_mask.reshape(-1, lead[-1]),
+        llm_config,
+        params,
+        batch.input_ids.reshape(-1, lead[-1]),
+        batch.attention_mask.reshape(-1, lead[-1]),
     )
     return logits.reshape(*lead, -1)
 
 
-def capture_step(llm_config, params, kernels, layout: SiteLayout, batch, token: str,
-                 answer_rows: int | None = None):
+def capture_step(llm_config, params, kernels, layout: SiteLayout, batch, token: str, answer_rows: int | None = None):
     """Keys/value-gradients of a step's edit micro-batches under `kernels`.
 
     One forward/backward over all M micro-batches at once: the loss is the sum of the micro-batch mean
@@ -64,26 +66,32 @@ def capture_step(llm_config, params, kernels, layout: SiteLayout, batch, token: 
         return jnp.sum(losses.micro_batch_cross_entropy(logits.reshape(m, b, l, -1), labels.reshape(m, b, l)))
 
     _, captures = probes.capture_with_loss(
-        llm_config, edited_params(llm_config, params, kernels), layout.names,
-        flatten_micro_batches(batch), token, loss_fn,
+        llm_config,
+        edited_params(llm_config, params, kernels),
+        layout.names,
+        flatten_micro_batches(batch),
+        token,
+        loss_fn,
     )
     if token == "ans" and answer_rows is not None:
         positions, valid = losses.answer_positions(batch.labels, answer_rows)  # [M, B, A]
         rows = (jnp.arange(b)[None, :, None] * l + positions).reshape(m * b * answer_rows)
         rows = rows + jnp.repeat(jnp.arange(m) * b * l, b * answer_rows)
         valid = valid.reshape(m, b * answer_rows)
-        return {site: probes.SiteCapture(
-                    keys=jnp.where(valid[..., None], cap.keys[rows].reshape(m, b * answer_rows, -1), 0.0),
-                    value_grads=jnp.where(valid[..., None],
-                                          cap.value_grads[rows].reshape(m, b * answer_rows, -1), 0.0),
-                    row_mask=valid)
-                for site, cap in captures.items()}
-    return {site: jax.tree.map(lambda x: x.reshape(m, b * l, *x.shape[1:]), cap)
-            for site, cap in captures.items()}
+        return {
+            site: probes.SiteCapture(
+                keys=jnp.where(valid[..., None], cap.keys[rows].reshape(m, b * answer_rows, -1), 0.0),
+                value_grads=jnp.where(valid[..., None], cap.value_grads[rows].reshape(m, b * answer_rows, -1), 0.0),
+                row_mask=valid,
+            )
+            for site, cap in captures.items()
+        }
+    return {site: jax.tree.map(lambda x: x.reshape(m, b * l, *x.shape[1:]), cap) for site, cap in captures.items()}
 
 
 def update_norms(layout: SiteLayout, norms, captures):
     """Merges a step's captures into the normalisers: micro-batch major, then site in config order."""
+
     def merge_micro_batch(norms, cap):
         norms = dict(norms)
         for site in layout.sites:
@@ -110,8 +118,9 @@ def apply_factors(kernels, factors):
     return {site: kernels[site] + factors[site][0].T @ factors[site][1] for site in kernels}
 
 
-def edit_step(llm_config, layout: SiteLayout, token: str, params, nets, kernels, norms, batch,
-              answer_rows: int | None = None):
+def edit_step(
+    llm_config, layout: SiteLayout, token: str, params, nets, kernels, norms, batch, answer_rows: int | None = None
+):
     """Capture, update the normalisers, predict and apply every site's shift.
 
     Returns `(kernels', norms', factors)`. `answer_rows`: see `capture_step`.

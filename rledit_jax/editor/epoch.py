@@ -3,14 +3,24 @@
 import jax
 import optax
 
+from rledit_jax.config_schema import GRADIENT_MODES
 from rledit_jax.editor import training, unrolled
 from rledit_jax.editor.sites import SiteLayout
 
-GRADIENT_MODES = ("reference", "unrolled", "unrolled_second_order")
 
-
-def train_epoch(llm_config, layout: SiteLayout, hp: training.EditorHParams, lengths: training.AnswerLengths,
-                gradient: str, keep_factors: bool, params, nets, opt_state, norms, batches):
+def train_epoch(
+    llm_config,
+    layout: SiteLayout,
+    hp: training.EditorHParams,
+    lengths: training.AnswerLengths,
+    gradient: str,
+    keep_factors: bool,
+    params,
+    nets,
+    opt_state,
+    norms,
+    batches,
+):
     """One sequence and one Adam step: `(nets', opt_state', norms', clipped grads, per-step outputs)`.
 
     The per-step outputs hold every step's shift factors only with `keep_factors` (for traces): at
@@ -21,12 +31,12 @@ def train_epoch(llm_config, layout: SiteLayout, hp: training.EditorHParams, leng
     it once.
     """
     if gradient == "reference":
-        grads, norms, outputs = training.train_sequence(
-            llm_config, layout, hp, lengths, params, nets, norms, batches)
+        grads, norms, outputs = training.train_sequence(llm_config, layout, hp, lengths, params, nets, norms, batches)
     elif gradient in GRADIENT_MODES:
         # `grad_norm`: the sequence gradient's norm before its one clipping.
         grads, norms, outputs = unrolled.sequence_grads(
-            llm_config, layout, hp, lengths, gradient, params, nets, norms, batches)
+            llm_config, layout, hp, lengths, gradient, params, nets, norms, batches
+        )
         grads, outputs["grad_norm"] = training.clip_accumulated(grads, hp.max_grad_norm)
     else:
         raise ValueError(f"train.gradient must be one of {GRADIENT_MODES}, got {gradient!r}")

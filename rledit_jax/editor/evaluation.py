@@ -17,21 +17,23 @@ METRICS = ("token", "counterfact")
 SCORES = {"edit": "ES", "equiv": "GS", "unrel": "LS"}
 
 
-def edit_sequence(llm_config, layout: SiteLayout, token: str, answer_rows: int | None, params, nets, norms,
-                  batches):
+def edit_sequence(llm_config, layout: SiteLayout, token: str, answer_rows: int | None, params, nets, norms, batches):
     """Applies every step's edits in order; returns `(kernels, norms', factors per step)`.
 
     `answer_rows`: see `edit_step.capture_step`.
     """
+
     def step(carry, t):
         kernels, norms = carry
         kernels, norms, factors = es.edit_step(
-            llm_config, layout, token, params, nets, kernels, norms, es.at_step(batches.edit, t), answer_rows)
+            llm_config, layout, token, params, nets, kernels, norms, es.at_step(batches.edit, t), answer_rows
+        )
         return (kernels, norms), factors
 
     n_steps = batches.edit.input_ids.shape[0]
     (kernels, norms), factors = jax.lax.scan(
-        step, (es.base_kernels(llm_config, layout, params), norms), jnp.arange(n_steps))
+        step, (es.base_kernels(llm_config, layout, params), norms), jnp.arange(n_steps)
+    )
     return kernels, norms, factors
 
 
@@ -50,8 +52,18 @@ def row_scores(llm_config, params, kernels, kind_batch, metric: str):
     return jax.lax.map(score, kind_batch)
 
 
-def evaluate(llm_config, layout: SiteLayout, token: str, metric: str, answer_rows: int | None,
-             keep_factors: bool, params, nets, norms, batches):
+def evaluate(
+    llm_config,
+    layout: SiteLayout,
+    token: str,
+    metric: str,
+    answer_rows: int | None,
+    keep_factors: bool,
+    params,
+    nets,
+    norms,
+    batches,
+):
     """`(scores {ES, GS, LS}, per-row scores {kind: [T, M, B]}, norms', factors per step or None)`.
 
     Every step's factors are returned only with `keep_factors` (traces); see `epoch.train_epoch`.

@@ -24,9 +24,7 @@ from rledit_jax.dtypes import working_float
 Params = dict[str, Any]  # Layout in the module docstring.
 
 
-def init_hypernet(
-    key: jax.Array, d_in: int, d_out: int, n_sites: int, rank: int, n_blocks: int, lr: float
-) -> Params:
+def init_hypernet(key: jax.Array, d_in: int, d_out: int, n_sites: int, rank: int, n_blocks: int, lr: float) -> Params:
     """A ~ N(0, 1), B = 0, bias = 0, scale = 1, shift = 0, lr = `lr`, lamda = 0: the identity map."""
     width = d_in + d_out
     f = working_float()

@@ -13,7 +13,6 @@ from rledit_jax.data.tokenization import IGNORE
 from rledit_jax.dtypes import working_float
 
 
-
 def _per_micro_batch_mean(values, valid):
     """Mean of `values` `[..., M, B, L]` over valid positions of each micro-batch -> `[..., M]`."""
     total = jnp.sum(jnp.where(valid, values, 0.0), axis=(-2, -1))

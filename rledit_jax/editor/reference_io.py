@@ -51,8 +51,13 @@ def _prefix(shape: Shape) -> str:
 def _reference_shapes(shape: Shape, rank: int, n_sites: int, n_blocks: int) -> dict[str, tuple]:
     """Expected reference names (without the group prefix) and shapes of one group."""
     width = shape[0] + shape[1]
-    block = {"A": (width, rank), "B": (rank, width), "bias": (width,),
-             "scale.weight": (n_sites, width), "shift.weight": (n_sites, width)}
+    block = {
+        "A": (width, rank),
+        "B": (rank, width),
+        "bias": (width,),
+        "scale.weight": (n_sites, width),
+        "shift.weight": (n_sites, width),
+    }
     shapes = {f"blocks.{i}.{leaf}": s for i in range(n_blocks) for leaf, s in block.items()}
     shapes.update({"lr.weight": (n_sites, 1), "lamda.weight": (n_sites, 1), "normalizer.n": (1,)})
     shapes.update({f"normalizer.{leaf}": (width,) for leaf in ("mean", "var", "std")})

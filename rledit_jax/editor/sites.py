@@ -43,7 +43,8 @@ def check_hypernets(layout: SiteLayout, nets, norms, source: str = "hypernetwork
     if found != expected or set(norms) != set(nets):
         raise ValueError(
             f"{source} holds hypernetworks for (kernel shape (d_in, d_out): n_sites) {found}, but the "
-            f"edit sites {list(layout.names)} need {expected}")
+            f"edit sites {list(layout.names)} need {expected}"
+        )
 
 
 def make_layout(llm_config, edit_sites) -> SiteLayout:
@@ -55,7 +56,10 @@ def make_layout(llm_config, edit_sites) -> SiteLayout:
     counts: dict[Shape, int] = {}
     sites = []
     for name in edit_sites:
-        models.site_path(llm_config, name)  # Unknown names fail here, listing the valid ones.
+        try:
+            models.site_path(llm_config, name)  # Unknown names fail here, listing the valid ones.
+        except ValueError as e:
+            raise ValueError(f"config field model.edit_sites: {e}") from None
         shape = shapes[name]
         sites.append(Site(name, shape, counts.get(shape, 0)))
         counts[shape] = counts.get(shape, 0) + 1

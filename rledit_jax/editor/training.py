@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rledit_jax import models
 from rledit_jax.dtypes import working_float
 from rledit_jax.editor import edit_step as es
 from rledit_jax.editor import hypernet, losses, normalizer
@@ -51,8 +50,10 @@ class EditorHParams:
 def init_nets(rng, layout: SiteLayout, hp: EditorHParams):
     groups = layout.groups
     keys = jax.random.split(rng, len(groups))
-    return {shape: hypernet.init_hypernet(k, *shape, len(names), hp.rank, hp.n_blocks, hp.lr)
-            for k, (shape, names) in zip(keys, groups.items())}
+    return {
+        shape: hypernet.init_hypernet(k, *shape, len(names), hp.rank, hp.n_blocks, hp.lr)
+        for k, (shape, names) in zip(keys, groups.items())
+    }
 
 
 def init_norms(layout: SiteLayout):
@@ -91,8 +92,9 @@ def shift_sq_norm(k, c):
     return jnp.sum((k @ k.T) * (c @ c.T))
 
 
-def step_loss(nets, *, llm_config, layout, hp, params, kernels, norms, captures, window, pre_logits,
-              weights, n_answer: int):
+def step_loss(
+    nets, *, llm_config, layout, hp, params, kernels, norms, captures, window, pre_logits, weights, n_answer: int
+):
     """The step loss of DESIGN.md section 3 on `kernels + S(nets)`, shared by all gradient modes.
 
     `window`: the equiv/unrel kind batches of steps t..t-D+1 (`[D, M, B, L]`), `weights` `[D]` the
@@ -102,8 +104,9 @@ def step_loss(nets, *, llm_config, layout, hp, params, kernels, norms, captures,
     factors = es.predict_factors(layout, nets, norms, captures)
     shifted = es.edited_params(llm_config, params, es.apply_factors(kernels, factors))
     equiv, unrel = window
-    gen = jnp.sum(weights * losses.micro_batch_cross_entropy(
-        es.forward_kind(llm_config, shifted, equiv), equiv.labels).sum(-1))
+    gen = jnp.sum(
+        weights * losses.micro_batch_cross_entropy(es.forward_kind(llm_config, shifted, equiv), equiv.labels).sum(-1)
+    )
     positions, valid = losses.answer_positions(unrel.labels, n_answer)
     post_logits = losses.answer_logits(es.forward_kind(llm_config, shifted, unrel), positions)
     loc = jnp.sum(weights * losses.micro_batch_kl(pre_logits, post_logits, valid).sum(-1))
@@ -139,45 +142,74 @@ class SequenceCarry(NamedTuple):
     prev_logits: jax.Array  # [D, M, B, A, V] post-shift answer logits of the last window's unrel
 
 
-def initial_carry(llm_config, layout: SiteLayout, hp: EditorHParams, lengths: AnswerLengths, params, nets,
-                  norms, batches) -> SequenceCarry:
+def initial_carry(
+    llm_config, layout: SiteLayout, hp: EditorHParams, lengths: AnswerLengths, params, nets, norms, batches
+) -> SequenceCarry:
     m, b = batches.unrel.input_ids.shape[1:3]
     return SequenceCarry(
         kernels=es.base_kernels(llm_config, layout, params),
         norms=norms,
         acc=jax.tree.map(jnp.zeros_like, nets),
-        prev_logits=jnp.zeros((hp.back_depth, m, b, lengths.unrel, llm_config.vocab_size),
-                              working_float()),
+        prev_logits=jnp.zeros((hp.back_depth, m, b, lengths.unrel, llm_config.vocab_size), working_float()),
     )
 
 
-def sequence_step(llm_config, layout: SiteLayout, hp: EditorHParams, lengths: AnswerLengths, params, nets,
-                  batches, carry: SequenceCarry, t):
+def sequence_step(
+    llm_config,
+    layout: SiteLayout,
+    hp: EditorHParams,
+    lengths: AnswerLengths,
+    params,
+    nets,
+    batches,
+    carry: SequenceCarry,
+    t,
+):
     """Training step `t` of the sequence: `(carry', per-step outputs)` (the body of the scan)."""
     depth = hp.back_depth
-    captures = es.capture_step(llm_config, params, carry.kernels, layout, es.at_step(batches.edit, t),
-                               hp.token, lengths.edit)
+    captures = es.capture_step(
+        llm_config, params, carry.kernels, layout, es.at_step(batches.edit, t), hp.token, lengths.edit
+    )
     norms = es.update_norms(layout, carry.norms, captures)
     unrel_t = es.at_step(batches.unrel, t)
     positions, _ = losses.answer_positions(unrel_t.labels, lengths.unrel)
     fresh = losses.answer_logits(
-        es.forward_kind(llm_config, es.edited_params(llm_config, params, carry.kernels), unrel_t), positions)
+        es.forward_kind(llm_config, es.edited_params(llm_config, params, carry.kernels), unrel_t), positions
+    )
     pre_logits = jnp.concatenate([fresh[None], carry.prev_logits[:-1]], axis=0)
     weights = window_weights(t, depth, hp.time_decay)
     window = (window_of(batches.equiv, t, depth), window_of(batches.unrel, t, depth))
     (loss, aux), grads = jax.value_and_grad(step_loss, has_aux=True)(
-        nets, llm_config=llm_config, layout=layout, hp=hp, params=params, kernels=carry.kernels,
-        norms=norms, captures=captures, window=window, pre_logits=pre_logits, weights=weights,
-        n_answer=lengths.unrel)
+        nets,
+        llm_config=llm_config,
+        layout=layout,
+        hp=hp,
+        params=params,
+        kernels=carry.kernels,
+        norms=norms,
+        captures=captures,
+        window=window,
+        pre_logits=pre_logits,
+        weights=weights,
+        n_answer=lengths.unrel,
+    )
     acc, acc_norm = clip_accumulated(jax.tree.map(jnp.add, carry.acc, grads), hp.max_grad_norm)
-    out = {"loss": loss, "gen_loss": aux["gen_loss"], "loc_loss": aux["loc_loss"], "reg": aux["reg"],
-           "grad_norm": optax.tree.norm(grads), "acc_norm": acc_norm, "factors": aux["factors"]}
+    out = {
+        "loss": loss,
+        "gen_loss": aux["gen_loss"],
+        "loc_loss": aux["loc_loss"],
+        "reg": aux["reg"],
+        "grad_norm": optax.tree.norm(grads),
+        "acc_norm": acc_norm,
+        "factors": aux["factors"],
+    }
     kernels = es.apply_factors(carry.kernels, aux["factors"])
     return SequenceCarry(kernels, norms, acc, aux["post_logits"]), out
 
 
-def train_sequence(llm_config, layout: SiteLayout, hp: EditorHParams, lengths: AnswerLengths, params, nets,
-                   norms, batches):
+def train_sequence(
+    llm_config, layout: SiteLayout, hp: EditorHParams, lengths: AnswerLengths, params, nets, norms, batches
+):
     """Scans the training sequence; returns `(accumulated clipped grads, norms', per-step outputs)`.
 
     `batches` is a `StepBatches` with leading axis T.

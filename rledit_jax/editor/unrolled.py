@@ -42,48 +42,87 @@ from rledit_jax.editor.training import AnswerLengths, EditorHParams, step_loss, 
 MODES = ("unrolled", "unrolled_second_order", "stop_carry")
 
 
-def step_objective(nets, kernels, *, llm_config, layout: SiteLayout, hp: EditorHParams,
-                   lengths: AnswerLengths, params, batches, norms, t, second_order: bool):
+def step_objective(
+    nets,
+    kernels,
+    *,
+    llm_config,
+    layout: SiteLayout,
+    hp: EditorHParams,
+    lengths: AnswerLengths,
+    params,
+    batches,
+    norms,
+    t,
+    second_order: bool,
+):
     """`(loss_t, (W_{t+1}, aux, norms'))` as a function of `(nets, W_t)`: what both scans evaluate.
 
     `norms` are the statistics before step t.
     """
-    captures = es.capture_step(llm_config, params, kernels, layout, es.at_step(batches.edit, t), hp.token,
-                               lengths.edit)
+    captures = es.capture_step(
+        llm_config, params, kernels, layout, es.at_step(batches.edit, t), hp.token, lengths.edit
+    )
     if not second_order:
         captures = jax.lax.stop_gradient(captures)
     norms = es.update_norms(layout, norms, captures)
     window = (window_of(batches.equiv, t, hp.back_depth), window_of(batches.unrel, t, hp.back_depth))
     positions, _ = losses.answer_positions(window[1].labels, lengths.unrel)
     pre_logits = losses.answer_logits(
-        es.forward_kind(llm_config, es.edited_params(llm_config, params, kernels), window[1]), positions)
+        es.forward_kind(llm_config, es.edited_params(llm_config, params, kernels), window[1]), positions
+    )
     loss, aux = step_loss(
-        nets, llm_config=llm_config, layout=layout, hp=hp, params=params, kernels=kernels, norms=norms,
-        captures=captures, window=window, pre_logits=pre_logits,
-        weights=window_weights(t, hp.back_depth, hp.time_decay), n_answer=lengths.unrel)
+        nets,
+        llm_config=llm_config,
+        layout=layout,
+        hp=hp,
+        params=params,
+        kernels=kernels,
+        norms=norms,
+        captures=captures,
+        window=window,
+        pre_logits=pre_logits,
+        weights=window_weights(t, hp.back_depth, hp.time_decay),
+        n_answer=lengths.unrel,
+    )
     return loss, (es.apply_factors(kernels, aux["factors"]), aux, norms)
 
 
-def sequence_grads(llm_config, layout: SiteLayout, hp: EditorHParams, lengths: AnswerLengths, mode: str,
-                   params, nets, norms, batches):
+def sequence_grads(
+    llm_config, layout: SiteLayout, hp: EditorHParams, lengths: AnswerLengths, mode: str, params, nets, norms, batches
+):
     """`(grad of sum_t loss_t w.r.t. nets, norms after the sequence, per-step outputs)`."""
     if mode not in MODES:
         raise ValueError(f"unrolled gradient mode must be one of {MODES}, got {mode!r}")
     objective = functools.partial(
-        step_objective, llm_config=llm_config, layout=layout, hp=hp, lengths=lengths, params=params,
-        batches=batches, second_order=mode == "unrolled_second_order")
+        step_objective,
+        llm_config=llm_config,
+        layout=layout,
+        hp=hp,
+        lengths=lengths,
+        params=params,
+        batches=batches,
+        second_order=mode == "unrolled_second_order",
+    )
 
     def forward(carry, t):
         kernels, norms = carry
         loss, (kernels_next, aux, norms_next) = objective(nets, kernels, norms=norms, t=t)
-        out = {"loss": loss, "gen_loss": aux["gen_loss"], "loc_loss": aux["loc_loss"],
-               "reg": aux["reg"], "factors": aux["factors"], "norms_before": norms}
+        out = {
+            "loss": loss,
+            "gen_loss": aux["gen_loss"],
+            "loc_loss": aux["loc_loss"],
+            "reg": aux["reg"],
+            "factors": aux["factors"],
+            "norms_before": norms,
+        }
         return (kernels_next, norms_next), out
 
     zeros = functools.partial(jax.tree.map, jnp.zeros_like)
     n_steps = batches.edit.input_ids.shape[0]
     (kernels, norms_after), outputs = jax.lax.scan(
-        forward, (es.base_kernels(llm_config, layout, params), norms), jnp.arange(n_steps))
+        forward, (es.base_kernels(llm_config, layout, params), norms), jnp.arange(n_steps)
+    )
 
     def backward(carry, xs):
         kernels_next, state_bar, grads = carry
@@ -101,6 +140,9 @@ def sequence_grads(llm_config, layout: SiteLayout, hp: EditorHParams, lengths: A
         return (kernels, tuple(state_bar), jax.tree.map(jnp.add, grads, nets_bar)), None
 
     (_, _, grads), _ = jax.lax.scan(
-        backward, (kernels, (zeros(kernels), zeros(norms_after)), zeros(nets)),
-        (outputs["factors"], outputs.pop("norms_before"), jnp.arange(n_steps)), reverse=True)
+        backward,
+        (kernels, (zeros(kernels), zeros(norms_after)), zeros(nets)),
+        (outputs["factors"], outputs.pop("norms_before"), jnp.arange(n_steps)),
+        reverse=True,
+    )
     return grads, norms_after, outputs

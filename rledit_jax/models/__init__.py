@@ -15,8 +15,17 @@ from rledit_jax.models.gptj import GPTJConfig
 from rledit_jax.models.hf_io import load_hf, read_hf_config, save_hf
 
 __all__ = [
-    "GPTJConfig", "load_hf", "save_hf", "read_hf_config", "forward", "forward_with_probes",
-    "init_params", "site_shapes", "site_path", "get_site", "set_sites",
+    "GPTJConfig",
+    "load_hf",
+    "save_hf",
+    "read_hf_config",
+    "forward",
+    "forward_with_probes",
+    "init_params",
+    "site_shapes",
+    "site_path",
+    "get_site",
+    "set_sites",
 ]
 
 
@@ -26,9 +35,7 @@ def _module(config):
 
 def _check_length(config, input_ids) -> None:
     if input_ids.shape[-1] > config.n_positions:
-        raise ValueError(
-            f"sequence length {input_ids.shape[-1]} exceeds the model's n_positions={config.n_positions}"
-        )
+        raise ValueError(f"sequence length {input_ids.shape[-1]} exceeds the model's n_positions={config.n_positions}")
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -97,6 +104,7 @@ def get_site(config, params, site: str):
 
 def set_sites(config, params, kernels: dict) -> dict:
     """A copy of `params` with the named sites' kernels replaced (other leaves shared, not copied)."""
+
     def replace(node, path, value):
         if not path:
             return value

@@ -64,8 +64,16 @@ class GPTJConfig:
 # HF config fields and the values we implement. Anything outside these tables and the generic
 # `PretrainedConfig` fields is refused, so an unimplemented feature never passes silently.
 _USED_FIELDS = (
-    "vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "rotary_dim", "n_inner",
-    "layer_norm_epsilon", "bos_token_id", "eos_token_id",
+    "vocab_size",
+    "n_positions",
+    "n_embd",
+    "n_layer",
+    "n_head",
+    "rotary_dim",
+    "n_inner",
+    "layer_norm_epsilon",
+    "bos_token_id",
+    "eos_token_id",
 )
 _REQUIRED_VALUES = {
     "activation_function": ("gelu_new",),
@@ -80,28 +88,33 @@ _REQUIRED_VALUES = {
 # Fields that do not change the causal-LM forward (initialisation, caching, classification heads,
 # bookkeeping of old transformers versions).
 _INERT_FIELDS = (
-    "initializer_range", "use_cache", "pad_token_id", "gradient_checkpointing", "tokenizer_class",
-    "summary_type", "summary_use_proj", "summary_activation", "summary_proj_to_labels",
-    "summary_first_dropout", "task_specific_params", "n_ctx",
+    "initializer_range",
+    "use_cache",
+    "pad_token_id",
+    "gradient_checkpointing",
+    "tokenizer_class",
+    "summary_type",
+    "summary_use_proj",
+    "summary_activation",
+    "summary_proj_to_labels",
+    "summary_first_dropout",
+    "task_specific_params",
+    "n_ctx",
 )
 
 
 def config_from_hf(hf: dict[str, Any], generic_fields: frozenset[str]) -> GPTJConfig:
     """Builds our config from an HF `config.json` dict, refusing anything we do not implement."""
     unknown = sorted(
-        k for k in hf
-        if k not in _USED_FIELDS and k not in _REQUIRED_VALUES and k not in _INERT_FIELDS
-        and k not in generic_fields
+        k
+        for k in hf
+        if k not in _USED_FIELDS and k not in _REQUIRED_VALUES and k not in _INERT_FIELDS and k not in generic_fields
     )
     if unknown:
-        raise ValueError(
-            f"GPT-J config has fields this implementation does not support: {unknown}"
-        )
+        raise ValueError(f"GPT-J config has fields this implementation does not support: {unknown}")
     for field, allowed in _REQUIRED_VALUES.items():
         if field in hf and hf[field] not in allowed:
-            raise ValueError(
-                f"GPT-J config field {field}={hf[field]!r} is not supported (supported: {allowed})"
-            )
+            raise ValueError(f"GPT-J config field {field}={hf[field]!r} is not supported (supported: {allowed})")
     for field in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "rotary_dim"):
         if not isinstance(hf.get(field), int) or hf[field] <= 0:
             raise ValueError(f"GPT-J config field {field} must be a positive int, got {hf.get(field)!r}")
@@ -109,9 +122,7 @@ def config_from_hf(hf: dict[str, Any], generic_fields: frozenset[str]) -> GPTJCo
         raise ValueError(f"n_embd={hf['n_embd']} is not divisible by n_head={hf['n_head']}")
     head_dim = hf["n_embd"] // hf["n_head"]
     if hf["rotary_dim"] > head_dim or hf["rotary_dim"] % 2:
-        raise ValueError(
-            f"rotary_dim={hf['rotary_dim']} must be even and at most the head dim {head_dim}"
-        )
+        raise ValueError(f"rotary_dim={hf['rotary_dim']} must be even and at most the head dim {head_dim}")
     eos = hf.get("eos_token_id")
     if isinstance(eos, list):
         raise ValueError(f"a list of eos_token_id values is not supported: {eos}")
@@ -212,12 +223,10 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         cfg = self.config
-        h = layers.Linear(
-            cfg.n_inner, use_bias=True, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name="fc_in"
-        )(x)
-        return layers.Linear(
-            cfg.n_embd, use_bias=True, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name="fc_out"
-        )(layers.gelu_new(h))
+        h = layers.Linear(cfg.n_inner, use_bias=True, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name="fc_in")(x)
+        return layers.Linear(cfg.n_embd, use_bias=True, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name="fc_out")(
+            layers.gelu_new(h)
+        )
 
 
 class Block(nn.Module):

@@ -27,9 +27,20 @@ from rledit_jax.models import registry
 # Fields every HF config may carry that do not change a causal LM's forward: the generic
 # `PretrainedConfig` fields, generation defaults, and generic fields of older transformers versions.
 _LEGACY_GENERIC_FIELDS = (
-    "torch_dtype", "use_bfloat16", "torchscript", "tf_legacy_loss", "pruned_heads",
-    "tie_encoder_decoder", "is_decoder", "add_cross_attention", "cross_attention_hidden_size",
-    "finetuning_task", "prefix", "sep_token_id", "xla_device", "chunk_size_feed_forward",
+    "torch_dtype",
+    "use_bfloat16",
+    "torchscript",
+    "tf_legacy_loss",
+    "pruned_heads",
+    "tie_encoder_decoder",
+    "is_decoder",
+    "add_cross_attention",
+    "cross_attention_hidden_size",
+    "finetuning_task",
+    "prefix",
+    "sep_token_id",
+    "xla_device",
+    "chunk_size_feed_forward",
 )
 GENERIC_FIELDS = frozenset(
     list(transformers.PretrainedConfig().to_dict())

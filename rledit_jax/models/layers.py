@@ -28,9 +28,7 @@ class Linear(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        kernel = self.param(
-            "kernel", nn.initializers.normal(0.02), (x.shape[-1], self.features), self.param_dtype
-        )
+        kernel = self.param("kernel", nn.initializers.normal(0.02), (x.shape[-1], self.features), self.param_dtype)
         x = x.astype(self.dtype)
         y = x @ kernel.astype(self.dtype)
         if self.use_bias:

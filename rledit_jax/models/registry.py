@@ -37,7 +37,5 @@ ARCHITECTURES: dict[str, Architecture] = {
 
 def architecture(model_type: str) -> Architecture:
     if model_type not in ARCHITECTURES:
-        raise ValueError(
-            f"model_type {model_type!r} is not supported; supported: {sorted(ARCHITECTURES)}"
-        )
+        raise ValueError(f"model_type {model_type!r} is not supported; supported: {sorted(ARCHITECTURES)}")
     return ARCHITECTURES[model_type]

@@ -37,7 +37,8 @@ with ``width = d_in + d_out``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -128,12 +129,10 @@ class Normalizer(nn.Module):
 class Block(nn.Module):
     """h -> h + scale_i * clamp(h @ A @ B + bias, min=0) + shift_i."""
 
-    def __init__(self, width: int, rank: int, n_sites: int, generator: torch.Generator,
-                 dtype: torch.dtype):
+    def __init__(self, width: int, rank: int, n_sites: int, generator: torch.Generator, dtype: torch.dtype):
         super().__init__()
         # Drawn in float32 so float32 and float64 nets from the same seed hold the same values.
-        self.A = nn.Parameter(torch.randn(width, rank, generator=generator,
-                                          dtype=torch.float32).to(dtype))
+        self.A = nn.Parameter(torch.randn(width, rank, generator=generator, dtype=torch.float32).to(dtype))
         self.B = nn.Parameter(torch.zeros(rank, width, dtype=dtype))
         self.bias = nn.Parameter(torch.zeros(width, dtype=dtype))
         self.scale = nn.Embedding(n_sites, width, dtype=dtype)
@@ -149,16 +148,25 @@ class Block(nn.Module):
 
 
 class HyperNet(nn.Module):
-    def __init__(self, d_in: int, d_out: int, n_sites: int, *, rank: int, n_blocks: int,
-                 lr: float, generator: torch.Generator, dtype: torch.dtype,
-                 norm_eps: float | None = None):
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        n_sites: int,
+        *,
+        rank: int,
+        n_blocks: int,
+        lr: float,
+        generator: torch.Generator,
+        dtype: torch.dtype,
+        norm_eps: float | None = None,
+    ):
         super().__init__()
         self.d_in = int(d_in)
         self.d_out = int(d_out)
         self.n_sites = int(n_sites)
         width = self.d_in + self.d_out
-        self.blocks = nn.ModuleList(
-            [Block(width, rank, n_sites, generator, dtype) for _ in range(n_blocks)])
+        self.blocks = nn.ModuleList([Block(width, rank, n_sites, generator, dtype) for _ in range(n_blocks)])
         self.lr = nn.Embedding(n_sites, 1, dtype=dtype)
         self.lamda = nn.Embedding(n_sites, 1, dtype=dtype)
         with torch.no_grad():
@@ -174,18 +182,24 @@ class HyperNet(nn.Module):
         return h
 
 
-def make_hypernets(site_shapes: Sequence[Tuple[str, Tuple[int, int]]], *, rank: int,
-                   n_blocks: int, lr: float, seed: int,
-                   dtype: torch.dtype = torch.float32,
-                   norm_eps: float | None = None) -> nn.ModuleDict:
+def make_hypernets(
+    site_shapes: Sequence[tuple[str, tuple[int, int]]],
+    *,
+    rank: int,
+    n_blocks: int,
+    lr: float,
+    seed: int,
+    dtype: torch.dtype = torch.float32,
+    norm_eps: float | None = None,
+) -> nn.ModuleDict:
     """One HyperNet per distinct (d_in, d_out), keyed ``str((d_in, d_out))``.
 
     A single ``torch.Generator(seed)`` draws every ``A``: nets in order of first appearance of their
     shape in ``site_shapes``, blocks in order. ``norm_eps`` overrides the normaliser's eps (default:
     machine epsilon of ``dtype``).
     """
-    counts: Dict[str, int] = {}
-    dims: Dict[str, Tuple[int, int]] = {}
+    counts: dict[str, int] = {}
+    dims: dict[str, tuple[int, int]] = {}
     for _, (d_in, d_out) in site_shapes:
         key = shape_key(d_in, d_out)
         counts[key] = counts.get(key, 0) + 1
@@ -194,8 +208,17 @@ def make_hypernets(site_shapes: Sequence[Tuple[str, Tuple[int, int]]], *, rank: 
     nets = nn.ModuleDict()
     for key in counts:  # insertion order = order of first appearance
         d_in, d_out = dims[key]
-        nets[key] = HyperNet(d_in, d_out, counts[key], rank=rank, n_blocks=n_blocks, lr=lr,
-                             generator=generator, dtype=dtype, norm_eps=norm_eps)
+        nets[key] = HyperNet(
+            d_in,
+            d_out,
+            counts[key],
+            rank=rank,
+            n_blocks=n_blocks,
+            lr=lr,
+            generator=generator,
+            dtype=dtype,
+            norm_eps=norm_eps,
+        )
     return nets
 
 
@@ -205,7 +228,7 @@ def site_linear(model: nn.Module, site: str) -> nn.Linear:
     return module
 
 
-def site_shapes_of(model: nn.Module, site_names: Sequence[str]) -> List[Tuple[str, Tuple[int, int]]]:
+def site_shapes_of(model: nn.Module, site_names: Sequence[str]) -> list[tuple[str, tuple[int, int]]]:
     """[(site, (d_in, d_out))] in config order, from the model's linears."""
     out = []
     for site in site_names:
@@ -214,9 +237,9 @@ def site_shapes_of(model: nn.Module, site_names: Sequence[str]) -> List[Tuple[st
     return out
 
 
-def site_assignment(model: nn.Module, site_names: Sequence[str]) -> Dict[str, Tuple[str, int]]:
+def site_assignment(model: nn.Module, site_names: Sequence[str]) -> dict[str, tuple[str, int]]:
     """site -> (net key, index of the site within its shape group, in config order)."""
-    seen: Dict[str, int] = {}
+    seen: dict[str, int] = {}
     out = {}
     for site, (d_in, d_out) in site_shapes_of(model, site_names):
         key = shape_key(d_in, d_out)
@@ -230,9 +253,8 @@ def site_assignment(model: nn.Module, site_names: Sequence[str]) -> Dict[str, Tu
 # --------------------------------------------------------------------------------------------------
 
 
-def _forward_logits(model: nn.Module, mb: Dict[str, torch.Tensor]) -> torch.Tensor:
-    return model(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"],
-                 use_cache=False).logits
+def _forward_logits(model: nn.Module, mb: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"], use_cache=False).logits
 
 
 def mean_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -240,7 +262,7 @@ def mean_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
 
 
-def row_mask(mb: Dict[str, torch.Tensor], token: str) -> torch.Tensor:
+def row_mask(mb: dict[str, torch.Tensor], token: str) -> torch.Tensor:
     if token == "ans":
         return mb["labels"] != IGNORE
     if token == "all":
@@ -248,9 +270,15 @@ def row_mask(mb: Dict[str, torch.Tensor], token: str) -> torch.Tensor:
     raise ValueError(f"unknown token selection {token!r}")
 
 
-def capture(model: nn.Module, site_names: Sequence[str], micro_batches: Sequence[Dict[str, Any]],
-            token: str = "ans", *, logits_fn=None,
-            create_graph: bool = False) -> List[Dict[str, Tuple[torch.Tensor, torch.Tensor]]]:
+def capture(
+    model: nn.Module,
+    site_names: Sequence[str],
+    micro_batches: Sequence[dict[str, Any]],
+    token: str = "ans",
+    *,
+    logits_fn=None,
+    create_graph: bool = False,
+) -> list[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """Per micro-batch: site -> (K_mb [n_rows, d_in], G_mb [n_rows, d_out]) at the current weights.
 
     K: the site linear's input; G: gradient of the micro-batch mean CE (edit labels) w.r.t. the site
@@ -262,22 +290,25 @@ def capture(model: nn.Module, site_names: Sequence[str], micro_batches: Sequence
     model.eval()
     results = []
     for mb in micro_batches:
-        inputs: Dict[str, torch.Tensor] = {}
-        outputs: Dict[str, torch.Tensor] = {}
+        inputs: dict[str, torch.Tensor] = {}
+        outputs: dict[str, torch.Tensor] = {}
         handles = []
         for site in site_names:
-            def hook(module, args, output, site=site):
+
+            def hook(module, args, output, site=site, inputs=inputs, outputs=outputs):
                 if not output.requires_grad:  # e.g. the caller froze the model's params
                     output.requires_grad_(True)
                 inputs[site] = args[0]
                 outputs[site] = output
+
             handles.append(site_linear(model, site).register_forward_hook(hook))
         try:
             with torch.enable_grad():
                 logits = _forward_logits(model, mb) if logits_fn is None else logits_fn(mb)
                 loss = mean_ce(logits, mb["labels"])
-                grads = torch.autograd.grad(loss, [outputs[s] for s in site_names],
-                                            allow_unused=True, create_graph=create_graph)
+                grads = torch.autograd.grad(
+                    loss, [outputs[s] for s in site_names], allow_unused=True, create_graph=create_graph
+                )
         finally:
             for h in handles:
                 h.remove()
@@ -299,9 +330,12 @@ def capture(model: nn.Module, site_names: Sequence[str], micro_batches: Sequence
 # --------------------------------------------------------------------------------------------------
 
 
-def update_normalisers(nets: nn.ModuleDict, assignment: Dict[str, Tuple[str, int]],
-                       site_names: Sequence[str],
-                       captured: Sequence[Dict[str, Tuple[torch.Tensor, torch.Tensor]]]) -> None:
+def update_normalisers(
+    nets: nn.ModuleDict,
+    assignment: dict[str, tuple[str, int]],
+    site_names: Sequence[str],
+    captured: Sequence[dict[str, tuple[torch.Tensor, torch.Tensor]]],
+) -> None:
     """Micro-batch major, then site in config order: merge cat([K_mb, G_mb], -1)."""
     for per_site in captured:
         for site in site_names:
@@ -310,7 +344,7 @@ def update_normalisers(nets: nn.ModuleDict, assignment: Dict[str, Tuple[str, int
             nets[key].normalizer.update(torch.cat([k, g], dim=-1))
 
 
-def stack_captured(captured, site_names) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
+def stack_captured(captured, site_names) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """site -> (K, G) concatenated over the step's micro-batches."""
     out = {}
     for site in site_names:
@@ -338,7 +372,7 @@ def predict_shift(net: HyperNet, site_index: int, K: torch.Tensor, G: torch.Tens
     return torch.linalg.solve(lhs, rhs)
 
 
-def predict_shifts(model, nets, site_names, KG: Dict[str, Tuple[torch.Tensor, torch.Tensor]]):
+def predict_shifts(model, nets, site_names, KG: dict[str, tuple[torch.Tensor, torch.Tensor]]):
     assignment = site_assignment(model, site_names)
     shifts = {}
     for site in site_names:
@@ -349,25 +383,26 @@ def predict_shifts(model, nets, site_names, KG: Dict[str, Tuple[torch.Tensor, to
 
 
 @torch.no_grad()
-def apply_shifts(model: nn.Module, shifts: Dict[str, torch.Tensor]) -> None:
+def apply_shifts(model: nn.Module, shifts: dict[str, torch.Tensor]) -> None:
     for site, S in shifts.items():
         site_linear(model, site).weight += S.detach().T
 
 
-def _site_weights(model, site_names) -> Dict[str, torch.Tensor]:
+def _site_weights(model, site_names) -> dict[str, torch.Tensor]:
     return {s: site_linear(model, s).weight.detach().clone() for s in site_names}
 
 
 @torch.no_grad()
-def _restore_site_weights(model, weights: Dict[str, torch.Tensor]) -> None:
+def _restore_site_weights(model, weights: dict[str, torch.Tensor]) -> None:
     for s, w in weights.items():
         site_linear(model, s).weight.copy_(w)
 
 
-def normaliser_stats(nets: nn.ModuleDict) -> Dict[str, Dict[str, torch.Tensor]]:
-    return {key: {name: getattr(net.normalizer, name).detach().clone()
-                  for name in ("n", "mean", "var", "std")}
-            for key, net in nets.items()}
+def normaliser_stats(nets: nn.ModuleDict) -> dict[str, dict[str, torch.Tensor]]:
+    return {
+        key: {name: getattr(net.normalizer, name).detach().clone() for name in ("n", "mean", "var", "std")}
+        for key, net in nets.items()
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -375,8 +410,13 @@ def normaliser_stats(nets: nn.ModuleDict) -> Dict[str, Dict[str, torch.Tensor]]:
 # --------------------------------------------------------------------------------------------------
 
 
-def edit_step(model: nn.Module, nets: nn.ModuleDict, site_names: Sequence[str],
-              step_edit_micro_batches: Sequence[Dict[str, Any]], cfg=None) -> Dict[str, torch.Tensor]:
+def edit_step(
+    model: nn.Module,
+    nets: nn.ModuleDict,
+    site_names: Sequence[str],
+    step_edit_micro_batches: Sequence[dict[str, Any]],
+    cfg=None,
+) -> dict[str, torch.Tensor]:
     """Capture, update normalisers, predict every site's shift, apply in place. Returns site -> S."""
     token = _cfg(cfg, "token")
     assignment = site_assignment(model, site_names)
@@ -394,8 +434,7 @@ def edit_step(model: nn.Module, nets: nn.ModuleDict, site_names: Sequence[str],
 # --------------------------------------------------------------------------------------------------
 
 
-def kl_before_after(logits_before: torch.Tensor, logits_after: torch.Tensor,
-                    labels: torch.Tensor) -> torch.Tensor:
+def kl_before_after(logits_before: torch.Tensor, logits_after: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """KL(p_before || p_after) over the vocabulary, averaged over positions with labels != -100."""
     logp_b = F.log_softmax(logits_before, dim=-1)
     logp_a = F.log_softmax(logits_after, dim=-1)
@@ -404,9 +443,15 @@ def kl_before_after(logits_before: torch.Tensor, logits_after: torch.Tensor,
     return kl[mask].sum() / mask.sum()
 
 
-def step_loss_terms(model: nn.Module, site_names: Sequence[str], shifts: Dict[str, torch.Tensor],
-                    steps: Sequence[Dict[str, Any]], t: int, cfg,
-                    site_weights: Dict[str, torch.Tensor] | None = None) -> Dict[str, torch.Tensor]:
+def step_loss_terms(
+    model: nn.Module,
+    site_names: Sequence[str],
+    shifts: dict[str, torch.Tensor],
+    steps: Sequence[dict[str, Any]],
+    t: int,
+    cfg,
+    site_weights: dict[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
     """Loss of step t (0-based) for shifts S_t on top of the site weights W_t.
 
     Returns gen (time-decayed sum of equiv CE), loc (time-decayed sum of KL, without loc_coef),
@@ -428,9 +473,11 @@ def step_loss_terms(model: nn.Module, site_names: Sequence[str], shifts: Dict[st
 
     def logits_at(params, mb):
         return torch.func.functional_call(
-            model, params, args=(),
-            kwargs=dict(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"],
-                        use_cache=False)).logits
+            model,
+            params,
+            args=(),
+            kwargs=dict(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"], use_cache=False),
+        ).logits
 
     zero = next(iter(base.values())).new_zeros(())
     gen = zero.clone()
@@ -453,15 +500,21 @@ def step_loss_terms(model: nn.Module, site_names: Sequence[str], shifts: Dict[st
     return {"gen_loss": gen, "loc_loss": loc, "reg": reg, "loss": total}
 
 
-def _grads_by_name(nets: nn.ModuleDict) -> Dict[str, torch.Tensor]:
+def _grads_by_name(nets: nn.ModuleDict) -> dict[str, torch.Tensor]:
     out = {}
     for name, p in nets.named_parameters():
         out[name] = p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
     return out
 
 
-def train_sequence(model: nn.Module, nets: nn.ModuleDict, optimizer: torch.optim.Optimizer,
-                   steps: Sequence[Dict[str, Any]], site_names: Sequence[str], cfg) -> Dict[str, Any]:
+def train_sequence(
+    model: nn.Module,
+    nets: nn.ModuleDict,
+    optimizer: torch.optim.Optimizer,
+    steps: Sequence[dict[str, Any]],
+    site_names: Sequence[str],
+    cfg,
+) -> dict[str, Any]:
     """One training "epoch" over a sequence of steps (DESIGN section 3).
 
     Grads of the hypernet params are zeroed at the start, accumulated over the steps and clipped
@@ -481,7 +534,7 @@ def train_sequence(model: nn.Module, nets: nn.ModuleDict, optimizer: torch.optim
     hyper_params = list(nets.parameters())
     base = _site_weights(model, site_names)
     nets.zero_grad(set_to_none=True)
-    trace: Dict[str, Any] = {"steps": []}
+    trace: dict[str, Any] = {"steps": []}
     try:
         for t in range(len(steps)):
             captured = capture(model, site_names, steps[t]["edit"], token)
@@ -492,15 +545,17 @@ def train_sequence(model: nn.Module, nets: nn.ModuleDict, optimizer: torch.optim
                 terms = step_loss_terms(model, site_names, shifts, steps, t, cfg)
                 terms["loss"].backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(hyper_params, max_grad_norm)
-            trace["steps"].append({
-                "K": {s: KG[s][0] for s in site_names},
-                "G": {s: KG[s][1] for s in site_names},
-                "shifts": {s: S.detach().clone() for s, S in shifts.items()},
-                **{k: v.detach().clone() for k, v in terms.items()},
-                "norm_stats": normaliser_stats(nets),
-                "grad_norm": grad_norm.detach().clone(),
-                "grads": _grads_by_name(nets),
-            })
+            trace["steps"].append(
+                {
+                    "K": {s: KG[s][0] for s in site_names},
+                    "G": {s: KG[s][1] for s in site_names},
+                    "shifts": {s: S.detach().clone() for s, S in shifts.items()},
+                    **{k: v.detach().clone() for k, v in terms.items()},
+                    "norm_stats": normaliser_stats(nets),
+                    "grad_norm": grad_norm.detach().clone(),
+                    "grads": _grads_by_name(nets),
+                }
+            )
             apply_shifts(model, shifts)  # W_{t+1} = W_t + S_t (detached)
         optimizer.step()
         optimizer.zero_grad()
@@ -516,7 +571,7 @@ def train_sequence(model: nn.Module, nets: nn.ModuleDict, optimizer: torch.optim
 
 
 @torch.no_grad()
-def row_scores(model: nn.Module, mb: Dict[str, Any], metric: str = "token") -> torch.Tensor:
+def row_scores(model: nn.Module, mb: dict[str, Any], metric: str = "token") -> torch.Tensor:
     """Per row of a micro-batch: fraction of counted positions that succeed (NaN if none counted)."""
     logits = _forward_logits(model, mb)
     labels = mb["labels"]
@@ -536,8 +591,14 @@ def row_scores(model: nn.Module, mb: Dict[str, Any], metric: str = "token") -> t
     return hits / counted  # 0/0 -> NaN for rows without counted positions
 
 
-def evaluate(model: nn.Module, nets: nn.ModuleDict, eval_steps: Sequence[Dict[str, Any]],
-             site_names: Sequence[str], cfg=None, metric: str = "token") -> Dict[str, Any]:
+def evaluate(
+    model: nn.Module,
+    nets: nn.ModuleDict,
+    eval_steps: Sequence[dict[str, Any]],
+    site_names: Sequence[str],
+    cfg=None,
+    metric: str = "token",
+) -> dict[str, Any]:
     """Lifelong editing from the model's current (base) weights, then ES / GS / LS on the final model.
 
     Returns ``{"ES", "GS", "LS"}`` (python floats; mean over rows, rows without counted positions
@@ -559,5 +620,10 @@ def evaluate(model: nn.Module, nets: nn.ModuleDict, eval_steps: Sequence[Dict[st
         x = x[~torch.isnan(x)]
         return float(x.mean()) if x.numel() else float("nan")
 
-    return {"ES": mean(per_row["edit"]), "GS": mean(per_row["equiv"]), "LS": mean(per_row["unrel"]),
-            "per_row": per_row, "shifts": shifts}
+    return {
+        "ES": mean(per_row["edit"]),
+        "GS": mean(per_row["equiv"]),
+        "LS": mean(per_row["unrel"]),
+        "per_row": per_row,
+        "shifts": shifts,
+    }

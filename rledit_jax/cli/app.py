@@ -1,0 +1,61 @@
+"""What every entry point shares: absl flag parsing and errors as one line with an exit code.
+
+    app.run(main, program="bin/train")
+
+Exit codes: 0 done; 2 bad input or usage (a flag, a config field, a data, model or request file);
+1 a failure while running (a non-finite loss, an edit that cannot be applied, a bug). The error is
+printed as `bin/train: error: <message>`; the Python traceback only with `--debug`.
+"""
+
+import sys
+import traceback
+
+from absl import app, flags
+
+BAD_INPUT = 2
+FAILURE = 1
+
+
+def exit_code(error: BaseException) -> int:
+    """2 for bad input (ValueError, OSError such as a missing file, a usage error), 1 otherwise."""
+    if isinstance(error, (ValueError, OSError, app.UsageError, flags.Error)):
+        return BAD_INPUT
+    return FAILURE
+
+
+def _report(program: str, error: BaseException, debug: bool) -> None:
+    if debug:
+        traceback.print_exception(error)
+    message = str(error) or type(error).__name__
+    if exit_code(error) == FAILURE and not isinstance(error, FloatingPointError):
+        message = f"{type(error).__name__}: {message} (rerun with --debug for the traceback)"
+    print(f"{program}: error: {message}", file=sys.stderr)
+
+
+def run(main, *, program: str) -> None:
+    """`absl.app.run(main)` with a `--debug` flag, flag errors and exceptions reported as above.
+
+    The caller defines its other flags first.
+    """
+    flags.DEFINE_bool("debug", False, "On an error, also print the Python traceback.")
+
+    def parse_flags(argv):
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as error:
+            _report(program, error, debug="--debug" in argv)
+        except AttributeError as error:  # ml_collections: an override of a field the config lacks.
+            if "--debug" in argv:
+                traceback.print_exception(error)
+            hint = " ".join(str(error).replace("\\n", " ").replace("\\'", "").strip("'\"").split())
+            print(f"{program}: error: unknown config field in a --config.* flag: {hint}", file=sys.stderr)
+        sys.exit(BAD_INPUT)
+
+    def guarded_main(argv):
+        try:
+            main(argv)
+        except Exception as error:  # Reported as one line; --debug adds the traceback.
+            _report(program, error, flags.FLAGS.debug)
+            sys.exit(exit_code(error))
+
+    app.run(guarded_main, flags_parser=parse_flags)

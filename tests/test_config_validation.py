@@ -1,0 +1,117 @@
+"""Config validation: every field's range, the shipped config files, and command-line overrides."""
+
+import math
+from pathlib import Path
+
+import ml_collections
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from rledit_jax import config_schema, train_lib
+from rledit_jax.config_validation import RULES, ConfigError, _leaves, validate
+from rledit_jax.editor.sites import make_layout
+from rledit_jax.models import hf_io, known_configs, registry
+from tests.config_files import CONFIGS, load_config
+
+# The known model whose shapes each shipped config targets (None: the built-in tiny model).
+CONFIG_MODELS = {"tiny": None, "gptj": "gpt-j-6b"}
+
+
+def test_rules_cover_exactly_the_schema():
+    assert set(RULES) == set(_leaves(config_schema.default_config()))
+
+
+def test_default_and_tiny_configs_are_valid():
+    validate(config_schema.default_config())
+    validate(load_config("tiny"))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.py")))
+def test_every_shipped_config_validates(name):
+    assert name in CONFIG_MODELS, f"add configs/{name}.py to CONFIG_MODELS"
+    config = load_config(name)
+    # Shipped configs may name placeholder paths (e.g. /path/to/gpt-j-6b) that users set.
+    validate(config, check_files=False)
+    known = CONFIG_MODELS[name]
+    if known is None:
+        llm = train_lib.llm_config_of(config.model)
+    else:
+        hf = known_configs.KNOWN_CONFIGS[known]
+        llm = registry.architecture(hf["model_type"]).config_from_hf(hf, hf_io.GENERIC_FIELDS)
+    assert make_layout(llm, config.model.edit_sites).names == config.model.edit_sites
+
+
+def shrunk(**fields):
+    config = load_config("tiny")
+    for key, value in fields.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+BAD = {
+    "editor.lr=nan": ({"editor.lr": math.nan}, r"editor\.lr=nan: must be a finite number > 0"),
+    "editor.lr=-1": ({"editor.lr": -1e-6}, r"editor\.lr=-1e-06: must be a finite number > 0"),
+    "editor.meta_lr=inf": ({"editor.meta_lr": math.inf}, r"editor\.meta_lr=inf: must be a finite number > 0"),
+    "back_depth=0": ({"editor.back_depth": 0}, r"editor\.back_depth=0: must be an int >= 1"),
+    "time_decay=1.5": ({"editor.time_decay": 1.5}, r"editor\.time_decay=1\.5: must be a finite number > 0 and <= 1"),
+    "loc_coef<0": ({"editor.loc_coef": -0.1}, r"editor\.loc_coef=-0\.1: must be a finite number >= 0"),
+    "batch_size>n_edits": ({"data.batch_size": 9}, r"data\.batch_size=9: must be <= data\.n_edits=8"),
+    "data.name": ({"data.name": "squad"}, r"data\.name='squad': must be one of \['zsre', 'counterfact', 'fever'\]"),
+    "token": ({"editor.token": "every"}, r"editor\.token='every': must be one of \['ans', 'all'\]"),
+    "gradient": ({"train.gradient": "full"}, r"train\.gradient='full': must be one of \['reference', "),
+    "dtype": ({"model.dtype": "float16"}, r"model\.dtype='float16': must be one of \['float32', 'bfloat16'\]"),
+    "no sites": ({"model.edit_sites": ()}, r"model\.edit_sites=\(\): must be a non-empty tuple"),
+    "site twice": ({"model.edit_sites": ("a", "a")}, r"model\.edit_sites=\('a', 'a'\): names a site twice"),
+    "n_head": ({"model.tiny.n_head": 3}, r"model\.tiny\.n_head=3: must divide model\.tiny\.n_embd=64"),
+    "rotary_dim": ({"model.tiny.rotary_dim": 7}, r"model\.tiny\.rotary_dim=7: must be even"),
+    "missing model": ({"model.path": "/no/such/model"}, r"model\.path='/no/such/model': no such directory"),
+    "one data path": ({"data.train_path": __file__}, r"data\.eval_path=None: set both data\.train_path"),
+    "hypernet suffix": ({"init.reference_hypernet": __file__}, r"init\.reference_hypernet=.*must end in one of"),
+    "checkpoint.keep": ({"checkpoint.keep": 0}, r"checkpoint\.keep=0: must be an int >= 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_out_of_range_values_are_refused_by_name(case):
+    fields, message = BAD[case]
+    with pytest.raises(ConfigError, match=message):
+        validate(shrunk(**fields))
+
+
+def test_unknown_and_missing_fields_are_refused():
+    config = load_config("tiny")
+    config.editor.rnak = 8
+    with pytest.raises(ConfigError, match=r"not in rledit_jax/config_schema\.py: \['editor\.rnak'\]; missing: \[\]"):
+        validate(config)
+
+
+def _non_scalar_fields(config, prefix=""):
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from _non_scalar_fields(value, f"{prefix}{key}.")
+        elif isinstance(value, (tuple, list, dict)):
+            yield f"{prefix}{key}", value
+
+
+OVERRIDES = {"model.edit_sites": ("transformer.h.5.mlp.fc_out",)}
+
+
+def test_every_non_scalar_field_is_overridable_from_the_command_line():
+    """As `bin/train` parses them: --config.<field>='<python literal>' on a locked config file."""
+    fields = dict(_non_scalar_fields(config_schema.default_config()))
+    assert set(fields) == set(OVERRIDES), "add the new non-scalar field to OVERRIDES"
+    for name, value in OVERRIDES.items():
+        assert isinstance(fields[name], tuple), f"{name} must be a tuple (lists cannot be overridden)"
+        argv = ["bin/train", f"--config={Path(CONFIGS) / 'tiny.py'}", f"--config.{name}={value!r}"]
+        flag_values = flags.FlagValues()
+        config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True, sys_argv=argv)
+        flag_values(argv)
+        node = flag_values.config
+        for part in name.split("."):
+            node = node[part]
+        assert node == value
