@@ -5,7 +5,7 @@ Adam steps) once per `train.gradient` mode, then runs the same lifelong evaluati
 ES / GS / LS with the training wall time (compilation of the one training program included); steady
 per-step speed is `bin/bench`'s job.
 
-  python benchmarks/compare_gradients.py [--epochs=8] [--steps=6] [--config=configs/tiny.py]
+  python benchmarks/compare_gradients.py [--sequences=8] [--steps=6] [--config=configs/tiny.py]
 """
 
 import json
@@ -13,40 +13,36 @@ import os
 import tempfile
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from rledit_jax import data, train_lib
-from rledit_jax.editor import epoch
-
-config_flags.DEFINE_config_file("config", "configs/tiny.py", "Base config.", lock_config=False)
-flags.DEFINE_integer("epochs", 8, "Training sequences (Adam steps) per mode.")
-flags.DEFINE_integer("steps", 6, "Edit steps per training sequence (train.num_seq).")
-flags.DEFINE_list("modes", list(epoch.GRADIENT_MODES), "Gradient modes to compare.")
+from rledit_jax import config_schema, data
+from rledit_jax.cli import app
+from rledit_jax.cli.train import train_and_evaluate
 
 
 def fixed_stream(config, n_train_rows, n_eval_rows):
     n_edits = config.data.n_edits
     return {
-        "train": data.draw_stream(n_train_rows, config.editor.n_epochs * config.train.num_seq, n_edits, 1),
-        "eval": data.draw_stream(n_eval_rows, config.eval.num_seq, n_edits, 2),
+        "train": data.draw_stream(n_train_rows, config.train.sequences * config.train.steps_per_sequence, n_edits, 1),
+        "eval": data.draw_stream(n_eval_rows, config.eval.steps, n_edits, 2),
     }
 
 
-def main(argv):
+def compare(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     base = flags.FLAGS.config
-    base.editor.n_epochs, base.train.num_seq = flags.FLAGS.epochs, flags.FLAGS.steps
+    base.train.sequences, base.train.steps_per_sequence = flags.FLAGS.sequences, flags.FLAGS.steps
     work = tempfile.mkdtemp(prefix="compare-gradients-")
-    n_train = base.editor.n_epochs * base.train.num_seq * base.data.n_edits
-    n_eval = base.eval.num_seq * base.data.n_edits
+    n_train = base.train.sequences * base.train.steps_per_sequence * base.data.n_edits
+    n_eval = base.eval.steps * base.data.n_edits
     stream = os.path.join(work, "stream.json")
     with open(stream, "w") as f:
         json.dump(fixed_stream(base, n_train, n_eval), f)
     print(
-        f"{base.editor.n_epochs} sequences x {base.train.num_seq} steps x {base.data.n_edits} edits, "
-        f"eval {base.eval.num_seq} steps; sites {list(base.model.edit_sites)}"
+        f"{base.train.sequences} sequences x {base.train.steps_per_sequence} steps x {base.data.n_edits} edits, "
+        f"eval {base.eval.steps} steps; sites {list(base.model.edit_sites)}"
     )
     print(f"{'mode':<22} {'ES':>7} {'GS':>7} {'LS':>7} {'train s':>8} {'run s':>7}")
     for mode in flags.FLAGS.modes:
@@ -55,7 +51,7 @@ def main(argv):
         config.data.stream_file = stream
         workdir = os.path.join(work, mode)
         start = time.time()
-        metrics = train_lib.train_and_evaluate(config, workdir)
+        metrics = train_and_evaluate(config, workdir)
         print(
             f"{mode:<22} {metrics['ES']:>7.4f} {metrics['GS']:>7.4f} {metrics['LS']:>7.4f} "
             f"{metrics['train_seconds']:>8.1f} {time.time() - start:>7.1f}"
@@ -63,4 +59,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    config_flags.DEFINE_config_file("config", "configs/tiny.py", "Base config.", lock_config=False)
+    flags.DEFINE_integer("sequences", 8, "Training sequences (Adam steps) per mode.")
+    flags.DEFINE_integer("steps", 6, "Edit steps per training sequence (train.steps_per_sequence).")
+    flags.DEFINE_list("modes", list(config_schema.GRADIENT_MODES), "Gradient modes to compare.")
+    app.run(compare, program="benchmarks/compare_gradients.py")

@@ -18,6 +18,6 @@ def get_config():
     config.data.skip_malformed = True
     config.data.n_edits = 20
     config.data.batch_size = 4
-    config.train.num_seq = 400
-    config.eval.num_seq = 400
+    config.train.steps_per_sequence = 400
+    config.eval.steps = 400
     return config

@@ -18,12 +18,12 @@ def get_config():
     # 3 does not divide 8: the last micro-batch of each step is ragged.
     config.data.batch_size = 3
 
-    config.editor.rank = 32
-    config.editor.n_blocks = 2
-    config.editor.meta_lr = 1e-3
-    config.editor.back_depth = 4
-    config.editor.n_epochs = 4
+    config.hparams.rank = 32
+    config.hparams.n_blocks = 2
+    config.hparams.meta_lr = 1e-3
+    config.hparams.back_depth = 4
 
-    config.train.num_seq = 8
-    config.eval.num_seq = 8
+    config.train.sequences = 4
+    config.train.steps_per_sequence = 8
+    config.eval.steps = 8
     return config

@@ -1,18 +1,18 @@
 """Training checkpoints: what `bin/train` needs to continue a killed run exactly where it stopped.
 
-One orbax `CheckpointManager` step directory `workdir/checkpoints/<step>/` per save, where step =
-training sequences completed (= Adam steps taken), with two items:
+One orbax `CheckpointManager` step directory `workdir/checkpoints/<n>/` per save, where orbax's
+"step" n counts the training sequences completed (= Adam steps taken), with two items:
 
   state  {"nets":      {(d_in, d_out): hypernet.Params}   the hypernetworks
           "opt_state": optax Adam state of the nets
           "norms":     {(d_in, d_out): NormState}}        the normaliser statistics
-  meta   JSON {"step", "config": the resolved config,
+  meta   JSON {"sequences_done", "config": the resolved config,
                "data": {"sequence_digests": one per completed sequence, "padded_lengths": {...}}}
 
 The frozen LLM is never saved. No random key is consumed during training (the hypernetworks are
 initialised from `PRNGKey(train.seed)`, sequence e's edit stream is drawn with seed `train.seed + e`),
-so the config and `step` fix the data position; the digests (sha256 of each completed sequence's
-facts, in step order) check that the resumed run would have seen the same data.
+so the config and n fix the data position; the digests (sha256 of each completed sequence's
+facts, in order) check that the resumed run would have seen the same data.
 
 Writes are atomic: orbax writes `<step>.orbax-checkpoint-tmp*` and renames it when complete, and a
 left-over temporary directory is never taken for a checkpoint. Resuming restores into the abstract
@@ -22,17 +22,17 @@ tree of the fresh run's state, after checking every array's shape and dtype agai
 import dataclasses
 import hashlib
 import json
-import logging as std_logging
 import os
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
-from absl.logging import get_absl_logger
+
+from rledit_jax import atomic
 
 # Config fields that may differ between a checkpoint and the run resuming it: they change neither
 # the shapes nor the meaning of the training done so far.
-RESUMABLE_FIELDS = ("editor.n_epochs", "eval.num_seq", "trace", "checkpoint.every", "checkpoint.keep")
+RESUMABLE_FIELDS = ("train.sequences", "eval.steps", "trace", "checkpoint.every", "checkpoint.keep")
 
 
 def sequence_digest(facts, sequence) -> str:
@@ -90,13 +90,6 @@ def _check_arrays(directory, stored, abstract):
         )
 
 
-class _QuietOrbax(std_logging.Filter):
-    """Drops orbax's INFO lines (dozens per save) from the absl log; its warnings still show."""
-
-    def filter(self, record):
-        return record.levelno >= std_logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
-
-
 class Checkpointer:
     """Saves and restores the training state of one `bin/train` run (see the module docstring).
 
@@ -110,8 +103,6 @@ class Checkpointer:
         if every < 1 or keep < 1:
             raise ValueError(f"checkpoint.every and checkpoint.keep must be >= 1, got {every} and {keep}")
         self.directory = os.path.abspath(directory)
-        if not any(isinstance(f, _QuietOrbax) for f in get_absl_logger().filters):
-            get_absl_logger().addFilter(_QuietOrbax())
         self.every = every
         self.config, self.digests, self.padded_lengths = config, digests, padded_lengths
         self._manager = ocp.CheckpointManager(
@@ -121,35 +112,35 @@ class Checkpointer:
         )
 
     def latest(self) -> int | None:
-        """The step of the newest complete checkpoint, or None."""
+        """The sequences done of the newest complete checkpoint, or None."""
         return self._manager.latest_step()
 
-    def save(self, step: int, state: dict, *, final: bool = False) -> bool:
-        """Saves `state` after `step` sequences when `step` is a multiple of `every`, or `final`."""
-        if step % self.every and not final:
+    def save(self, done: int, state: dict, *, final: bool = False) -> bool:
+        """Saves `state` after `done` sequences when `done` is a multiple of `every`, or `final`."""
+        if done % self.every and not final:
             return False
         meta = {
-            "step": step,
+            "sequences_done": done,
             "config": self.config,
-            "data": {"sequence_digests": self.digests[:step], "padded_lengths": self.padded_lengths},
+            "data": {"sequence_digests": self.digests[:done], "padded_lengths": self.padded_lengths},
         }
         self._manager.save(
-            step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+            done, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         )
         return True
 
     def restore(self, fresh_state: dict) -> tuple[int, dict]:
-        """`(steps done, state)` from the latest checkpoint, or `(0, fresh_state)` when there is none.
+        """`(sequences done, state)` from the latest checkpoint, or `(0, fresh_state)` when there is none.
 
         Stops with a ValueError when the checkpoint was made with a different config (other than
-        `RESUMABLE_FIELDS`), on different data, for more sequences than `editor.n_epochs`, or holds
+        `RESUMABLE_FIELDS`), on different data, for more sequences than `train.sequences`, or holds
         arrays of other shapes or dtypes than `fresh_state`.
         """
-        step = self.latest()
-        if step is None:
+        done = self.latest()
+        if done is None:
             return 0, fresh_state
-        where = os.path.join(self.directory, str(step))
-        meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        where = os.path.join(self.directory, str(done))
+        meta = self._manager.restore(done, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         differences = config_differences(meta["config"], self.config)
         if differences:
             raise ValueError(
@@ -158,9 +149,9 @@ class Checkpointer:
                 + f"\nOnly {', '.join(RESUMABLE_FIELDS)} may change when resuming; "
                 "use another workdir (or delete its checkpoints/) to start over."
             )
-        if step > len(self.digests):
+        if done > len(self.digests):
             raise ValueError(
-                f"checkpoint {where} has {step} training sequences done, more than editor.n_epochs={len(self.digests)}"
+                f"checkpoint {where} has {done} training sequences done, more than train.sequences={len(self.digests)}"
             )
         saved = meta["data"]["sequence_digests"]
         changed = [e for e, (a, b) in enumerate(zip(saved, self.digests)) if a != b]
@@ -168,7 +159,7 @@ class Checkpointer:
             raise ValueError(
                 f"checkpoint {where}: training sequences {changed} of this config edit other facts than "
                 "those the checkpoint was trained on (the dataset files changed, or, with synthetic facts, "
-                "editor.n_epochs changed: their train/eval split depends on it); use another workdir."
+                "train.sequences changed: their train/eval split depends on it); use another workdir."
             )
         if meta["data"]["padded_lengths"] != self.padded_lengths:
             logging.warning(
@@ -178,10 +169,10 @@ class Checkpointer:
                 self.padded_lengths,
             )
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, fresh_state)
-        _check_arrays(where, self._manager.item_metadata(step)["state"].tree, abstract)
-        state = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
-        logging.info("resumed from %s (%d training sequences done)", where, step)
-        return step, state
+        _check_arrays(where, self._manager.item_metadata(done)["state"].tree, abstract)
+        state = self._manager.restore(done, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
+        logging.info("resumed from %s (%d training sequences done)", where, done)
+        return done, state
 
     def close(self):
         """Waits for a save in flight to be complete, then releases the manager."""
@@ -194,24 +185,22 @@ class Checkpointer:
         self.close()
 
 
-def rewind_metrics(path: str, step: int, steps_per_sequence: int):
-    """Keeps the lines of `path` (train_metrics.jsonl) of the first `step` sequences, drops the rest.
+def rewind_metrics(path: str, done: int, steps_per_sequence: int):
+    """Keeps the lines of `path` (train_metrics.jsonl) of the first `done` sequences, drops the rest.
 
     Lines written after the checkpoint a run resumes from are written again by it, so none is doubled.
     """
     kept = []
     if os.path.exists(path):
         with open(path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line)["epoch"] < step]
-    if len(kept) != step * steps_per_sequence:
+            kept = [line for line in f if line.strip() and json.loads(line)["sequence"] < done]
+    if len(kept) != done * steps_per_sequence:
         logging.warning(
             "%s holds %d lines of the %d training sequences done, expected %d",
             path,
             len(kept),
-            step,
-            step * steps_per_sequence,
+            done,
+            done * steps_per_sequence,
         )
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic.atomic_open(path) as f:
         f.writelines(kept)
-    os.replace(tmp, path)

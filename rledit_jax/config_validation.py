@@ -3,10 +3,11 @@
 `validate(config)` raises `ConfigError` (a ValueError) for the first field that is missing, unknown or
 out of range, naming the field, its value and what is allowed, e.g.
 
-    config field editor.lr=nan: must be a finite number > 0
+    config field hparams.lr=nan: must be a finite number > 0
 
-Paths are checked to exist; whether the edit sites exist depends on the model and is checked where
-its config is read (`editor.sites.make_layout`), still before any weights load.
+Paths are checked to exist. The model is checked through its config alone (no weights read): the
+tiny model's `model.tiny` fields as its architecture checks an HF config.json, a `model.path`'s
+config.json, and that every edit site exists in it.
 """
 
 import math
@@ -16,6 +17,9 @@ from collections.abc import Callable
 import ml_collections
 
 from rledit_jax.config_schema import DATASETS, GRADIENT_MODES, MODEL_DTYPES, TOKEN_MODES, default_config
+from rledit_jax.llm_config import model_config_of
+from rledit_jax.method.sites import make_layout
+from rledit_jax.models import registry
 
 
 class ConfigError(ValueError):
@@ -107,12 +111,7 @@ RULES: dict[str, Callable] = {
     "model.path": _MODEL_DIR,
     "model.dtype": one_of(*MODEL_DTYPES),
     "model.edit_sites": edit_sites,
-    "model.tiny.n_positions": positive_int,
-    "model.tiny.n_embd": positive_int,
-    "model.tiny.n_layer": positive_int,
-    "model.tiny.n_head": positive_int,
-    "model.tiny.rotary_dim": positive_int,
-    "model.tiny.n_inner": positive_int,
+    "model.tiny.model_type": one_of(*registry.ARCHITECTURES),
     "model.tiny.seed": any_int,
     "data.name": one_of(*DATASETS),
     "data.train_path": _DATA_FILE,
@@ -123,26 +122,28 @@ RULES: dict[str, Callable] = {
     "data.stream_file": _DATA_FILE,
     "data.truncate": boolean,
     "data.skip_malformed": boolean,
-    "editor.rank": positive_int,
-    "editor.n_blocks": positive_int,
-    "editor.lr": positive_number,
-    "editor.meta_lr": positive_number,
-    "editor.loc_coef": non_negative_number,
-    "editor.reg_coef": non_negative_number,
-    "editor.max_grad_norm": positive_number,
-    "editor.time_decay": lambda n, v: _number(n, v, low=0, high=1, low_open=True),
-    "editor.back_depth": positive_int,
-    "editor.n_epochs": positive_int,
-    "editor.token": one_of(*TOKEN_MODES),
-    "train.num_seq": positive_int,
+    "hparams.rank": positive_int,
+    "hparams.n_blocks": positive_int,
+    "hparams.lr": positive_number,
+    "hparams.meta_lr": positive_number,
+    "hparams.loc_coef": non_negative_number,
+    "hparams.reg_coef": non_negative_number,
+    "hparams.max_grad_norm": positive_number,
+    "hparams.time_decay": lambda n, v: _number(n, v, low=0, high=1, low_open=True),
+    "hparams.back_depth": positive_int,
+    "hparams.token": one_of(*TOKEN_MODES),
+    "train.sequences": positive_int,
+    "train.steps_per_sequence": positive_int,
     "train.seed": int_at_least_0,
     "train.gradient": one_of(*GRADIENT_MODES),
-    "eval.num_seq": positive_int,
+    "eval.steps": positive_int,
     "init.reference_hypernet": _HYPERNET_FILE,
     "checkpoint.every": positive_int,
     "checkpoint.keep": positive_int,
     "trace": boolean,
 }
+# The tiny model's other fields are its architecture's HF config fields, checked by the architecture.
+_TINY = "model.tiny."
 
 
 def _leaves(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
@@ -158,12 +159,13 @@ def _leaves(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
 def validate(config: ml_collections.ConfigDict, *, check_files: bool = True) -> None:
     """Raises `ConfigError` naming the first bad field; see the module docstring.
 
-    `check_files=False` skips the existence of paths (for configs shipped with placeholder paths).
+    `check_files=False` skips the existence of paths (for configs shipped with placeholder paths), and
+    with them the check of a `model.path`'s edit sites.
     """
     fields = _leaves(config)
     schema = set(_leaves(default_config()))
-    unknown = sorted(fields.keys() - schema)
-    missing = sorted(schema - fields.keys())
+    unknown = sorted(k for k in fields.keys() - schema if not k.startswith(_TINY))
+    missing = sorted(k for k in schema - fields.keys() if k in RULES)
     if unknown or missing:
         raise ConfigError(f"config fields not in rledit_jax/config_schema.py: {unknown}; missing: {missing}")
     for name, check in RULES.items():
@@ -171,14 +173,19 @@ def validate(config: ml_collections.ConfigDict, *, check_files: bool = True) -> 
             check(name, fields[name], check_files)
         else:
             check(name, fields[name])
-    tiny = config.model.tiny
-    if tiny.n_embd % tiny.n_head:
-        _fail("model.tiny.n_head", tiny.n_head, f"must divide model.tiny.n_embd={tiny.n_embd}")
-    head_dim = tiny.n_embd // tiny.n_head
-    if tiny.rotary_dim % 2 or tiny.rotary_dim > head_dim:
-        _fail("model.tiny.rotary_dim", tiny.rotary_dim, f"must be even and at most the head dim {head_dim}")
     if config.data.batch_size > config.data.n_edits:
         _fail("data.batch_size", config.data.batch_size, f"must be <= data.n_edits={config.data.n_edits}")
     if bool(config.data.train_path) != bool(config.data.eval_path):
         name = "data.eval_path" if config.data.train_path else "data.train_path"
         _fail(name, None, "set both data.train_path and data.eval_path, or neither (synthetic facts)")
+    if config.model.path and not check_files:
+        return
+    try:
+        llm_config = model_config_of(config.model)
+    except ValueError as e:
+        field = "model.path" if config.model.path else "model.tiny"
+        raise ConfigError(f"config field {field}: {e}") from None
+    try:
+        make_layout(llm_config, config.model.edit_sites)
+    except ValueError as e:
+        raise ConfigError(f"config field model.edit_sites: {e}") from None

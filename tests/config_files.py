@@ -1,9 +1,8 @@
 """The project's real config files, loaded as `bin/train --config=configs/NAME.py` would."""
 
 import importlib.util
-from pathlib import Path
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from tests.paths import CONFIGS
 
 
 def load_config(name: str):
@@ -12,3 +11,14 @@ def load_config(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config()
+
+
+def with_fields(config, **fields):
+    """`config` with dotted fields set, e.g. `with_fields(c, **{"train.sequences": 2})`; returns it."""
+    for key, value in fields.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config

@@ -8,18 +8,21 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from rledit_jax import config_schema, train_lib
+from rledit_jax import config_schema, models
 from rledit_jax.config_validation import RULES, ConfigError, _leaves, validate
-from rledit_jax.editor.sites import make_layout
-from rledit_jax.models import hf_io, known_configs, registry
-from tests.config_files import CONFIGS, load_config
+from rledit_jax.llm_config import model_config_of
+from rledit_jax.method.sites import make_layout
+from rledit_jax.models import known_configs
+from tests.config_files import CONFIGS, load_config, with_fields
 
 # The known model whose shapes each shipped config targets (None: the built-in tiny model).
 CONFIG_MODELS = {"tiny": None, "gptj": "gpt-j-6b"}
 
 
 def test_rules_cover_exactly_the_schema():
-    assert set(RULES) == set(_leaves(config_schema.default_config()))
+    # The tiny model's other fields are its architecture's HF config fields, checked by it.
+    schema = {k for k in _leaves(config_schema.default_config()) if not k.startswith("model.tiny.")}
+    assert set(RULES) == schema | {"model.tiny.model_type", "model.tiny.seed"}
 
 
 def test_default_and_tiny_configs_are_valid():
@@ -35,40 +38,37 @@ def test_every_shipped_config_validates(name):
     validate(config, check_files=False)
     known = CONFIG_MODELS[name]
     if known is None:
-        llm = train_lib.llm_config_of(config.model)
+        llm = model_config_of(config.model)
     else:
-        hf = known_configs.KNOWN_CONFIGS[known]
-        llm = registry.architecture(hf["model_type"]).config_from_hf(hf, hf_io.GENERIC_FIELDS)
+        llm = models.config_from_hf(known_configs.KNOWN_CONFIGS[known])
     assert make_layout(llm, config.model.edit_sites).names == config.model.edit_sites
 
 
 def shrunk(**fields):
-    config = load_config("tiny")
-    for key, value in fields.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
+    return with_fields(load_config("tiny"), **fields)
 
 
 BAD = {
-    "editor.lr=nan": ({"editor.lr": math.nan}, r"editor\.lr=nan: must be a finite number > 0"),
-    "editor.lr=-1": ({"editor.lr": -1e-6}, r"editor\.lr=-1e-06: must be a finite number > 0"),
-    "editor.meta_lr=inf": ({"editor.meta_lr": math.inf}, r"editor\.meta_lr=inf: must be a finite number > 0"),
-    "back_depth=0": ({"editor.back_depth": 0}, r"editor\.back_depth=0: must be an int >= 1"),
-    "time_decay=1.5": ({"editor.time_decay": 1.5}, r"editor\.time_decay=1\.5: must be a finite number > 0 and <= 1"),
-    "loc_coef<0": ({"editor.loc_coef": -0.1}, r"editor\.loc_coef=-0\.1: must be a finite number >= 0"),
+    "hparams.lr=nan": ({"hparams.lr": math.nan}, r"hparams\.lr=nan: must be a finite number > 0"),
+    "hparams.lr=-1": ({"hparams.lr": -1e-6}, r"hparams\.lr=-1e-06: must be a finite number > 0"),
+    "hparams.meta_lr=inf": ({"hparams.meta_lr": math.inf}, r"hparams\.meta_lr=inf: must be a finite number > 0"),
+    "back_depth=0": ({"hparams.back_depth": 0}, r"hparams\.back_depth=0: must be an int >= 1"),
+    "time_decay=1.5": ({"hparams.time_decay": 1.5}, r"hparams\.time_decay=1\.5: must be a finite number > 0 and <= 1"),
+    "loc_coef<0": ({"hparams.loc_coef": -0.1}, r"hparams\.loc_coef=-0\.1: must be a finite number >= 0"),
     "batch_size>n_edits": ({"data.batch_size": 9}, r"data\.batch_size=9: must be <= data\.n_edits=8"),
     "data.name": ({"data.name": "squad"}, r"data\.name='squad': must be one of \['zsre', 'counterfact', 'fever'\]"),
-    "token": ({"editor.token": "every"}, r"editor\.token='every': must be one of \['ans', 'all'\]"),
+    "token": ({"hparams.token": "every"}, r"hparams\.token='every': must be one of \['ans', 'all'\]"),
     "gradient": ({"train.gradient": "full"}, r"train\.gradient='full': must be one of \['reference', "),
     "dtype": ({"model.dtype": "float16"}, r"model\.dtype='float16': must be one of \['float32', 'bfloat16'\]"),
     "no sites": ({"model.edit_sites": ()}, r"model\.edit_sites=\(\): must be a non-empty tuple"),
     "site twice": ({"model.edit_sites": ("a", "a")}, r"model\.edit_sites=\('a', 'a'\): names a site twice"),
-    "n_head": ({"model.tiny.n_head": 3}, r"model\.tiny\.n_head=3: must divide model\.tiny\.n_embd=64"),
-    "rotary_dim": ({"model.tiny.rotary_dim": 7}, r"model\.tiny\.rotary_dim=7: must be even"),
+    "n_head": ({"model.tiny.n_head": 3}, r"config field model\.tiny: n_embd=64 is not divisible by n_head=3"),
+    "rotary_dim": ({"model.tiny.rotary_dim": 7}, r"config field model\.tiny: rotary_dim=7 must be even"),
+    "tiny model_type": ({"model.tiny.model_type": "rwkv"}, r"model\.tiny\.model_type='rwkv': must be one of \['gptj'"),
+    "unknown site": (
+        {"model.edit_sites": ("transformer.h.9.mlp.fc_out",)},
+        r"config field model\.edit_sites: unknown edit site 'transformer\.h\.9\.mlp\.fc_out' of this gptj model",
+    ),
     "missing model": ({"model.path": "/no/such/model"}, r"model\.path='/no/such/model': no such directory"),
     "one data path": ({"data.train_path": __file__}, r"data\.eval_path=None: set both data\.train_path"),
     "hypernet suffix": ({"init.reference_hypernet": __file__}, r"init\.reference_hypernet=.*must end in one of"),
@@ -83,10 +83,19 @@ def test_out_of_range_values_are_refused_by_name(case):
         validate(shrunk(**fields))
 
 
+def test_tiny_fields_are_checked_by_the_architecture():
+    config = load_config("tiny")
+    config.model.tiny.n_kv_heads = 2
+    with pytest.raises(
+        ConfigError, match=r"model\.tiny: GPT-J config has fields this implementation does not support"
+    ):
+        validate(config)
+
+
 def test_unknown_and_missing_fields_are_refused():
     config = load_config("tiny")
-    config.editor.rnak = 8
-    with pytest.raises(ConfigError, match=r"not in rledit_jax/config_schema\.py: \['editor\.rnak'\]; missing: \[\]"):
+    config.hparams.rnak = 8
+    with pytest.raises(ConfigError, match=r"not in rledit_jax/config_schema\.py: \['hparams\.rnak'\]; missing: \[\]"):
         validate(config)
 
 

@@ -1,16 +1,25 @@
-"""What every entry point shares: absl flag parsing and errors as one line with an exit code.
+"""What every entry point shares: process settings, absl flag parsing, errors as one line.
 
     app.run(main, program="bin/train")
+
+Process settings, made before `main` runs (never at import):
+- `OPENBLAS_NUM_THREADS=1` unless the user exported it: on CPU, jaxlib's Cholesky and triangular
+  solves (every shift's N x N solve) call scipy's bundled OpenBLAS, loaded at the first solve, whose
+  worker threads fight XLA's own thread pool for the cores (that doubled a training step's time);
+- orbax's INFO lines (dozens per checkpoint) are dropped from the absl log; its warnings still show.
 
 Exit codes: 0 done; 2 bad input or usage (a flag, a config field, a data, model or request file);
 1 a failure while running (a non-finite loss, an edit that cannot be applied, a bug). The error is
 printed as `bin/train: error: <message>`; the Python traceback only with `--debug`.
 """
 
+import logging
+import os
 import sys
 import traceback
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 BAD_INPUT = 2
 FAILURE = 1
@@ -21,6 +30,16 @@ def exit_code(error: BaseException) -> int:
     if isinstance(error, (ValueError, OSError, app.UsageError, flags.Error)):
         return BAD_INPUT
     return FAILURE
+
+
+class _QuietOrbax(logging.Filter):
+    def filter(self, record):
+        return record.levelno >= logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+def _process_settings() -> None:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    absl_logging.get_absl_logger().addFilter(_QuietOrbax())
 
 
 def _report(program: str, error: BaseException, debug: bool) -> None:
@@ -52,6 +71,7 @@ def run(main, *, program: str) -> None:
         sys.exit(BAD_INPUT)
 
     def guarded_main(argv):
+        _process_settings()
         try:
             main(argv)
         except Exception as error:  # Reported as one line; --debug adds the traceback.

@@ -6,7 +6,7 @@ bin/plan --config=configs/gptj.py --model=gpt-j-6b --steps=100,400 --modes=refer
 from absl import app, flags
 from ml_collections import config_flags
 
-from rledit_jax import config_schema, config_validation, planner
+from rledit_jax import config_schema, config_validation, planning
 from rledit_jax.cli import app as cli_app
 
 
@@ -30,10 +30,10 @@ def _main(argv):
         raise app.UsageError(f"--modes: unknown gradient modes {unknown}; known: {list(config_schema.GRADIENT_MODES)}")
     steps = _positive_ints("steps", f.steps)
     seq_len, answer_len = _positive_ints("seq_len", [f.seq_len])[0], _positive_ints("answer_len", [f.answer_len])[0]
-    llm, layout, rows = planner.plan(
+    llm, layout, rows = planning.plan(
         f.config, modes=f.modes, steps_list=steps, seq_len=seq_len, answer_len=answer_len, model_name=f.model
     )
-    print(planner.format_table(llm, layout, f.config, rows, seq_len, answer_len))
+    print(planning.format_table(llm, layout, f.config, rows, seq_len, answer_len))
 
 
 def main():

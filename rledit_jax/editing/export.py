@@ -16,19 +16,18 @@ Every directory is written beside its destination and renamed into place at the 
 interrupted export leaves no half-written output behind.
 """
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
-import tempfile
 
 import jax
+import ml_collections
 import numpy as np
 import safetensors
 import safetensors.numpy
 
-from rledit_jax import models
+from rledit_jax import atomic, models, run
 from rledit_jax.models import registry
 
 DELTA_FILE = "delta.safetensors"
@@ -74,14 +73,11 @@ def model_file_hashes(path: str) -> dict[str, str]:
 
 def site_tensors(llm_config, sites) -> dict[str, tuple[tuple[str, ...], str, bool]]:
     """`{site: (our params path, HF tensor name, transpose?)}` from the architecture's name table."""
-    table = {
-        ours: (hf, transpose)
-        for ours, hf, transpose in registry.architecture(llm_config.model_type).hf_param_table(llm_config)
-    }
+    table = {row.path: row for row in registry.architecture(llm_config.model_type).hf_param_table(llm_config)}
     out = {}
     for site in sites:
-        path = models.site_path(llm_config, site)
-        out[site] = (path, *table[path])
+        row = table[models.site_path(llm_config, site)]
+        out[site] = (row.path, row.name, row.transpose)
     return out
 
 
@@ -100,41 +96,13 @@ def add_delta(base_kernel, delta: np.ndarray) -> np.ndarray:
     return (base.astype(np.float32) + delta).astype(base.dtype)
 
 
-def edited_params(llm_config, params, deltas: dict) -> dict:
+def with_deltas(llm_config, params, deltas: dict) -> dict:
+    """`params` with every site's kernel replaced by `add_delta(kernel, deltas[site])`."""
     return models.set_sites(
         llm_config,
         params,
         {site: add_delta(models.get_site(llm_config, params, site), d) for site, d in deltas.items()},
     )
-
-
-def _check_output(path: str, overwrite: bool) -> str:
-    path = os.path.abspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"output {path!r} exists; pass --overwrite (overwrite=True) to replace it")
-    return path
-
-
-@contextlib.contextmanager
-def atomic_directory(path: str, overwrite: bool):
-    """Yields a fresh temporary directory beside `path` that becomes `path` when the block succeeds.
-
-    On any exception the temporary directory is removed and `path` is left as it was.
-    """
-    path = _check_output(path, overwrite)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.partial-", dir=parent)
-    try:
-        target = os.path.join(work, "out")
-        os.mkdir(target)
-        yield target
-        if os.path.exists(path):
-            old = os.path.join(work, "old")
-            os.rename(path, old)
-        os.rename(target, path)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def _write_files(directory: str, files: dict[str, str | bytes] | None) -> None:
@@ -154,9 +122,9 @@ def _copy_tokenizer(directory: str, tokenizer_dir: str | None) -> None:
 
 
 def _write_hf(llm_config, params, deltas, out, *, overwrite, tokenizer_dir, files):
-    with atomic_directory(out, overwrite) as tmp:
+    with atomic.atomic_directory(out, overwrite=overwrite) as tmp:
         model_dir = os.path.join(tmp, "model")
-        models.save_hf(llm_config, edited_params(llm_config, params, deltas), model_dir)
+        models.save_hf(llm_config, with_deltas(llm_config, params, deltas), model_dir)
         for name in os.listdir(model_dir):
             os.rename(os.path.join(model_dir, name), os.path.join(tmp, name))
         os.rmdir(model_dir)
@@ -227,7 +195,7 @@ def export_delta(
     tensors = site_tensors(llm_config, kernels)
     deltas = site_deltas(llm_config, params, kernels)
     arrays = {hf: _hf_layout(deltas[site], transpose) for site, (_, hf, transpose) in tensors.items()}
-    with atomic_directory(out, overwrite) as tmp:
+    with atomic.atomic_directory(out, overwrite=overwrite) as tmp:
         delta_path = os.path.join(tmp, DELTA_FILE)
         safetensors.numpy.save_file(arrays, delta_path, {"format": FORMAT})
         manifest = {
@@ -279,10 +247,6 @@ def load_base(manifest: dict, base: str | None):
     `base` None or "tiny" rebuilds the manifest's tiny model; otherwise it is an HF directory, loaded
     in the manifest's model dtype and checked against the manifest's file hashes.
     """
-    import ml_collections
-
-    from rledit_jax import train_lib  # `load_model` builds the tiny model exactly as training does.
-
     described = manifest["base"]
     dtype = described["model_dtype"]
     if base in (None, "tiny"):
@@ -294,7 +258,7 @@ def load_base(manifest: dict, base: str | None):
             base = described["path"]
         else:
             model_config = ml_collections.ConfigDict({"path": None, "dtype": dtype, "tiny": described["tiny"]})
-            llm_config, params, _ = train_lib.load_model(model_config)
+            llm_config, params = run.load_model(model_config)
             return llm_config, params, None
     if described["kind"] == "tiny":
         raise DeltaError(f"the delta was made against the built-in tiny model, not {base!r}; pass --base=tiny")
@@ -309,7 +273,7 @@ def load_base(manifest: dict, base: str | None):
 
 def apply_delta(delta_dir: str, out: str, *, base: str | None = None, overwrite: bool = False) -> None:
     """Adds a delta export to its base model and writes the edited model as an HF directory."""
-    _check_output(out, overwrite)
+    atomic.check_output(out, overwrite)
     manifest, arrays = read_delta(delta_dir)
     llm_config, params, base_dir = load_base(manifest, base)
     sites = [s["site"] for s in manifest["sites"]]

@@ -4,8 +4,8 @@
 the same compiled program. With S = `capacity` history slots, R = `max_rows` rows per batch and
 `(d_in, d_out)` each site's kernel shape:
 
-  nets          {(d_in, d_out): hypernet params}     the trained hypernetworks (constant)
-  norms         {(d_in, d_out): NormState}           normaliser statistics now (they keep updating)
+  hypernets     Hypernets(nets, norms)               the trained hypernetworks (constant) and their
+                                                     normaliser statistics now (they keep updating)
   kernels       {site: [d_in, d_out] f32}            the edited matrices now
   base          {site: [d_in, d_out] f32}            the model's kernels plus every committed batch
   k_hist        {site: [S, R, d_in] f32}             factors of the batches still in history:
@@ -41,14 +41,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from rledit_jax import probes
-from rledit_jax.editor import edit_step as es
-from rledit_jax.editor.sites import SiteLayout, check_hypernets
+from rledit_jax.jit import program
+from rledit_jax.method import edit_step as es
+from rledit_jax.method import shift
+from rledit_jax.method.sites import check_hypernets
+from rledit_jax.method.spec import Hypernets, Spec
 
 
 @flax.struct.dataclass
 class EditState:
-    nets: dict
-    norms: dict
+    hypernets: Hypernets
     kernels: dict
     base: dict
     k_hist: dict
@@ -82,18 +84,24 @@ class EditInfo:
     shift_norms: jax.Array
 
 
-def init_state(llm_config, layout: SiteLayout, params, nets, norms, *, capacity: int, max_rows: int) -> EditState:
-    """A fresh state: the model's kernels, empty history of `capacity` batches of `max_rows` rows."""
+def init_state(spec: Spec, params, hypernets: Hypernets, *, capacity: int, max_rows: int) -> EditState:
+    """A fresh state: the model's kernels, empty history of `capacity` batches of `max_rows` rows.
+
+    Every buffer is the state's own (no array of `params` or `hypernets` is shared), since the
+    jitted updates consume the state they are given.
+    """
     if capacity < 1 or max_rows < 1:
         raise ValueError(f"capacity and max_rows must be >= 1, got {capacity} and {max_rows}")
-    check_hypernets(layout, nets, norms)
-    kernels = es.base_kernels(llm_config, layout, params)
+    layout = spec.layout
+    check_hypernets(layout, hypernets)
+    own = lambda tree: jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
+    kernels = es.base_kernels(spec, params)
+    norms = hypernets.norms
     zeros = lambda *shape: jnp.zeros(shape, jnp.float32)
     return EditState(
-        nets=jax.tree.map(jnp.asarray, nets),
-        norms=jax.tree.map(jnp.asarray, norms),
-        kernels=kernels,
-        base=dict(kernels),
+        hypernets=own(hypernets),
+        kernels=own(kernels),
+        base=own(kernels),
         k_hist={s.name: zeros(capacity, max_rows, s.shape[0]) for s in layout.sites},
         c_hist={s.name: zeros(capacity, max_rows, s.shape[1]) for s in layout.sites},
         norms_before=jax.tree.map(lambda x: jnp.zeros((capacity, *jnp.shape(x)), jnp.float32), norms),
@@ -105,12 +113,6 @@ def init_state(llm_config, layout: SiteLayout, params, nets, norms, *, capacity:
         next_id=jnp.int32(0),
         n_committed=jnp.int32(0),
     )
-
-
-def shift_sq_norm(k, c):
-    """||K^T C||_F^2 = sum((K K^T) * (C C^T)), without forming the d_in x d_out matrix."""
-    gram = lambda x: jnp.matmul(x, x.T, precision=jax.lax.Precision.HIGHEST)
-    return jnp.sum(gram(k) * gram(c))
 
 
 def _slot_factors(state: EditState, slot):
@@ -128,22 +130,23 @@ def _compact(factors, mask, max_rows: int):
     return {s: (take(k), take(c)) for s, (k, c) in factors.items()}
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def edit_batch(llm_config, layout: SiteLayout, token: str, params, state: EditState, batch):
+@program(donate=("state",))
+def edit_batch(spec: Spec, params, state: EditState, batch):
     """Edits one batch `[M, B, L]` (fields input_ids, attention_mask, labels): `(state', EditInfo)`.
 
-    The edit is `edit_step.edit_step` (capture at the current kernels, update the normalisers,
-    predict every site's shift), as in the evaluation loop; the shift is then kept as factors of the
-    batch's captured rows and recorded in the history.
+    `state` is consumed (its buffers are donated to `state'`). The edit is `edit_step.edit_step`
+    (capture at the current kernels, update the normalisers, predict every site's shift), as in the
+    evaluation loop; the shift is then kept as factors of the batch's captured rows and recorded in
+    the history.
     """
-    _, norms, factors = es.edit_step(llm_config, layout, token, params, state.nets, state.kernels, state.norms, batch)
+    _, hypernets, factors = es.edit_step(spec, params, state.hypernets, state.kernels, batch)
     flat = es.flatten_micro_batches(batch)
-    mask = probes.row_mask(flat, token).reshape(-1)
+    mask = probes.row_mask(flat, spec.hparams.token).reshape(-1)
     rows = jnp.sum(mask, dtype=jnp.int32)
     compact = _compact(factors, mask, state.max_rows)
     kernels = es.apply_factors(state.kernels, compact)
-    norms_f = jnp.stack([jnp.sqrt(jnp.maximum(shift_sq_norm(*compact[s]), 0.0)) for s in layout.names])
-    applied = _all_finite((compact, kernels, norms, norms_f)) & (rows <= state.max_rows)
+    norms_f = jnp.stack([jnp.sqrt(jnp.maximum(shift.shift_sq_norm(*compact[s]), 0.0)) for s in spec.layout.names])
+    applied = _all_finite((compact, kernels, hypernets.norms, norms_f)) & (rows <= state.max_rows)
 
     def commit(state):
         capacity = state.capacity
@@ -155,12 +158,12 @@ def edit_batch(llm_config, layout: SiteLayout, token: str, params, state: EditSt
         slot = (state.start + state.count) % capacity  # == start when full
         put = lambda buf, value: jax.lax.dynamic_update_index_in_dim(buf, value, slot, 0)
         return state.replace(
-            norms=norms,
+            hypernets=hypernets,
             kernels=kernels,
             base=base,
             k_hist={s: put(state.k_hist[s], compact[s][0]) for s in compact},
             c_hist={s: put(state.c_hist[s], compact[s][1]) for s in compact},
-            norms_before=jax.tree.map(put, state.norms_before, state.norms),
+            norms_before=jax.tree.map(put, state.norms_before, state.hypernets.norms),
             batch_ids=put(state.batch_ids, state.next_id),
             n_rows=put(state.n_rows, rows),
             shift_norms=put(state.shift_norms, norms_f),
@@ -183,15 +186,17 @@ def replay(state: EditState, n):
     return jax.lax.fori_loop(0, n, add, dict(state.base))
 
 
-@jax.jit
+@functools.partial(jax.jit, donate_argnames="state")
 def rollback(state: EditState, k) -> EditState:
-    """Undoes the last `k` batches (1 <= k <= count; `Editor.rollback` checks): kernels replayed from
-    `base` and the remaining history, normaliser statistics as before the oldest undone batch."""
+    """Undoes the last `k` batches (1 <= k <= count; `EditSession.rollback` checks): kernels replayed
+    from `base` and the remaining history, normaliser statistics as before the oldest undone batch.
+
+    `state` is consumed (its buffers are donated)."""
     keep = state.count - k
     slot = (state.start + keep) % state.capacity
     return state.replace(
         kernels=replay(state, keep),
-        norms=jax.tree.map(lambda x: x[slot], state.norms_before),
+        hypernets=state.hypernets.replace(norms=jax.tree.map(lambda x: x[slot], state.norms_before)),
         count=keep,
         batch_ids=jnp.where(_in_history(state, keep), state.batch_ids, -1),
     )

@@ -1,25 +1,31 @@
 """Causal LMs as pure functions over params pytrees, and their HF interop.
 
 `params` is the nested dict described in `layers.py` / the architecture module (HF names, kernels
-`[d_in, d_out]`). `config` is the architecture's frozen config dataclass (hashable, so it is a static
-argument of jitted functions).
+`[d_in, d_out]`). `config` is the architecture's frozen config dataclass, which satisfies the model
+contract (`contract.ModelConfig`): it is the static argument of jitted functions. Inputs are
+`input_ids`, `attention_mask` `[B, T]` (right padding); logits are `[B, T, vocab]` float32; hidden
+states entering block `layer` are `[B, T, d_model]` in the model's dtype.
 """
 
-import functools
+import re
 
-import jax
 import jax.numpy as jnp
 
+from rledit_jax.jit import program
 from rledit_jax.models import layers, registry
+from rledit_jax.models.contract import ModelConfig
 from rledit_jax.models.gptj import GPTJConfig
-from rledit_jax.models.hf_io import load_hf, read_hf_config, save_hf
+from rledit_jax.models.hf_io import config_from_hf, load_hf, read_hf_config, save_hf
 
 __all__ = [
     "GPTJConfig",
+    "ModelConfig",
+    "config_from_hf",
     "load_hf",
     "save_hf",
     "read_hf_config",
     "forward",
+    "forward_layers",
     "forward_with_probes",
     "init_params",
     "site_shapes",
@@ -34,23 +40,33 @@ def _module(config):
 
 
 def _check_length(config, input_ids) -> None:
-    if input_ids.shape[-1] > config.n_positions:
-        raise ValueError(f"sequence length {input_ids.shape[-1]} exceeds the model's n_positions={config.n_positions}")
+    if input_ids.shape[1] > config.max_length:
+        raise ValueError(f"sequence length {input_ids.shape[1]} exceeds the model's {config.max_length} positions")
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@program
 def forward(config, params, input_ids, attention_mask):
     """Logits `[B, T, V]` (float32) for `input_ids`, `attention_mask` `[B, T]`."""
-    _check_length(config, input_ids)
-    return _module(config).apply({"params": params}, input_ids, attention_mask)
+    return forward_layers(config, params, input_ids, attention_mask)
 
 
-def forward_with_probes(config, params, probes, input_ids, attention_mask):
-    """Forward that adds `probes[site]` (`[B, T, d_out]`) to each site's output.
+def forward_layers(config, params, x, attention_mask, *, start: int = 0, stop: int | None = None):
+    """Blocks `start .. stop - 1` (traceable, not jitted).
 
-    Returns `(logits, keys)` with `keys[site]` the site's input `[B, T, d_in]`.
+    `x`: `input_ids` `[B, T]` when `start == 0`, else the hidden states entering block `start`.
+    Returns the logits when `stop` is None (or `n_layers`), else the hidden states entering `stop`.
     """
-    _check_length(config, input_ids)
+    _check_length(config, x)
+    return _module(config).apply({"params": params}, x, attention_mask, start, stop)
+
+
+def forward_with_probes(config, params, probes, x, attention_mask, *, start: int = 0):
+    """`forward_layers(..., start)` adding `probes[site]` (`[B, T, d_out]`) to each site's output.
+
+    Returns `(logits, keys)` with `keys[site]` the site's input `[B, T, d_in]`. Sites must lie in
+    blocks `start` onwards.
+    """
+    _check_length(config, x)
     probe_tree: dict = {}
     for site, value in probes.items():
         node = probe_tree
@@ -58,7 +74,7 @@ def forward_with_probes(config, params, probes, input_ids, attention_mask):
             node = node.setdefault(key, {})
         node["output"] = value
     logits, state = _module(config).apply(
-        {"params": params, layers.PROBES: probe_tree}, input_ids, attention_mask, mutable=[layers.KEYS]
+        {"params": params, layers.PROBES: probe_tree}, x, attention_mask, start, None, mutable=[layers.KEYS]
     )
     keys = {}
     for site in probes:
@@ -70,7 +86,7 @@ def forward_with_probes(config, params, probes, input_ids, attention_mask):
 
 
 def init_params(config, rng) -> dict:
-    """Random params (normal(0.02) weights, unit LayerNorms) for a config, e.g. the tiny default."""
+    """Random params (normal(0.02) weights, unit norms) for a config, e.g. the tiny default."""
     dummy = jnp.zeros((1, 1), jnp.int32)
     return _module(config).init(rng, dummy, jnp.ones_like(dummy))["params"]
 
@@ -85,11 +101,11 @@ def site_path(config, site: str) -> tuple[str, ...]:
     valid = config.linear_sites()
     if site not in valid:
         sample = list(valid)
+        layer_range = "{0.." + str(config.n_layers - 1) + "}"
+        patterns = sorted({re.sub(r"\.\d+\.", f".{layer_range}.", name) for name in sample})
         raise ValueError(
-            f"unknown edit site {site!r}; valid sites are HF linear names such as "
-            f"{sample[:6]} ... {sample[-1]!r} ({len(sample)} in all: "
-            "transformer.h.{0.." + str(config.n_layer - 1) + "}.{attn.q_proj,attn.k_proj,"
-            "attn.v_proj,attn.out_proj,mlp.fc_in,mlp.fc_out}, lm_head)"
+            f"unknown edit site {site!r} of this {config.model_type} model; valid sites are HF linear names "
+            f"such as {sample[:6]} ... {sample[-1]!r} ({len(sample)} in all: {', '.join(patterns)})"
         )
     return tuple(site.split(".")) + ("kernel",)
 

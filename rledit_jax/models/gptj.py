@@ -16,11 +16,10 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
 
 from rledit_jax.dtypes import working_float
 from rledit_jax.models import layers
+from rledit_jax.models.table import HFTensor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +46,17 @@ class GPTJConfig:
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def max_length(self) -> int:
+        return self.n_positions
+
+    @property
+    def n_layers(self) -> int:
+        return self.n_layer
+
+    def site_layer(self, site: str) -> int:
+        return self.n_layer if site == "lm_head" else int(site.split(".")[2])
 
     def linear_sites(self) -> dict[str, tuple[int, int]]:
         """Every linear an edit may target, by HF module name, with its kernel shape `(d_in, d_out)`."""
@@ -155,44 +165,32 @@ def config_to_hf(config: GPTJConfig) -> dict[str, Any]:
     }
 
 
-def hf_param_table(config: GPTJConfig) -> list[tuple[tuple[str, ...], str, bool]]:
-    """`(our param path, HF tensor name, transpose?)` for every parameter."""
+def hf_param_table(config: GPTJConfig) -> list[HFTensor]:
+    """Every parameter with its HF tensor name (linear weights are stored transposed there)."""
     table = [
-        (("transformer", "wte", "embedding"), "transformer.wte.weight", False),
-        (("transformer", "ln_f", "scale"), "transformer.ln_f.weight", False),
-        (("transformer", "ln_f", "bias"), "transformer.ln_f.bias", False),
-        (("lm_head", "kernel"), "lm_head.weight", True),
-        (("lm_head", "bias"), "lm_head.bias", False),
+        HFTensor(("transformer", "wte", "embedding"), "transformer.wte.weight"),
+        HFTensor(("transformer", "ln_f", "scale"), "transformer.ln_f.weight"),
+        HFTensor(("transformer", "ln_f", "bias"), "transformer.ln_f.bias"),
+        HFTensor(("lm_head", "kernel"), "lm_head.weight", transpose=True),
+        HFTensor(("lm_head", "bias"), "lm_head.bias"),
     ]
     for i in range(config.n_layer):
         layer = ("transformer", "h", str(i))
         hf = f"transformer.h.{i}"
         table += [
-            (layer + ("ln_1", "scale"), f"{hf}.ln_1.weight", False),
-            (layer + ("ln_1", "bias"), f"{hf}.ln_1.bias", False),
+            HFTensor(layer + ("ln_1", "scale"), f"{hf}.ln_1.weight"),
+            HFTensor(layer + ("ln_1", "bias"), f"{hf}.ln_1.bias"),
         ]
         for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            table.append((layer + ("attn", proj, "kernel"), f"{hf}.attn.{proj}.weight", True))
+            table.append(HFTensor(layer + ("attn", proj, "kernel"), f"{hf}.attn.{proj}.weight", transpose=True))
         for fc in ("fc_in", "fc_out"):
-            table.append((layer + ("mlp", fc, "kernel"), f"{hf}.mlp.{fc}.weight", True))
-            table.append((layer + ("mlp", fc, "bias"), f"{hf}.mlp.{fc}.bias", False))
+            table.append(HFTensor(layer + ("mlp", fc, "kernel"), f"{hf}.mlp.{fc}.weight", transpose=True))
+            table.append(HFTensor(layer + ("mlp", fc, "bias"), f"{hf}.mlp.{fc}.bias"))
     return table
 
 
 # Non-parameter buffers that old GPT-J checkpoints carry (causal-mask tables); safe to skip.
 HF_IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
-
-
-def _rotary(x, positions, rotary_dim):
-    """Rotates the first `rotary_dim` dims of `x` `[B, T, H, hd]` in interleaved pairs."""
-    inv_freq = 1.0 / (10000.0 ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
-    angles = positions.astype(jnp.float32)[:, None] * inv_freq  # [T, rotary_dim/2]
-    sin = jnp.repeat(jnp.sin(angles), 2, axis=-1)[None, :, None, :].astype(x.dtype)
-    cos = jnp.repeat(jnp.cos(angles), 2, axis=-1)[None, :, None, :].astype(x.dtype)
-    rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
-    # rotate_every_two: (a0, a1, a2, a3, ...) -> (-a1, a0, -a3, a2, ...)
-    swapped = jnp.stack([-rot[..., 1::2], rot[..., ::2]], axis=-1).reshape(rot.shape)
-    return jnp.concatenate([rot * cos + swapped * sin, rest], axis=-1)
 
 
 class Attention(nn.Module):
@@ -207,14 +205,9 @@ class Attention(nn.Module):
         b, t, _ = x.shape
         heads = lambda y: y.reshape(b, t, cfg.n_head, cfg.head_dim)
         q, k, v = heads(dense("q_proj")(x)), heads(dense("k_proj")(x)), heads(dense("v_proj")(x))
-        positions = jnp.arange(t)
-        q, k = _rotary(q, positions, cfg.rotary_dim), _rotary(k, positions, cfg.rotary_dim)
-        f = working_float()
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q.astype(f), k.astype(f))
-        scores = scores / jnp.sqrt(jnp.asarray(cfg.head_dim, f)) + bias
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, cfg.n_embd)
-        return dense("out_proj")(out)
+        q, k = layers.rotary_interleaved(q, cfg.rotary_dim), layers.rotary_interleaved(k, cfg.rotary_dim)
+        out = layers.dot_product_attention(q, k, v, bias, cfg.head_dim**-0.5)
+        return dense("out_proj")(out.reshape(b, t, cfg.n_embd))
 
 
 class MLP(nn.Module):
@@ -240,13 +233,13 @@ class Block(nn.Module):
 
 
 class Layers(nn.Module):
-    """The stack of blocks, named "0".."n_layer-1" so param paths read like HF's `h.{i}`."""
+    """Blocks `start .. stop - 1`, named "0".."n_layer-1" so param paths read like HF's `h.{i}`."""
 
     config: GPTJConfig
 
     @nn.compact
-    def __call__(self, x, bias):
-        for i in range(self.config.n_layer):
+    def __call__(self, x, bias, start: int, stop: int):
+        for i in range(start, stop):
             x = Block(self.config, name=str(i))(x, bias)
         return x
 
@@ -255,24 +248,33 @@ class Transformer(nn.Module):
     config: GPTJConfig
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask):
+    def __call__(self, x, attention_mask, start: int, stop: int):
         cfg = self.config
-        x = layers.Embed(cfg.vocab_size, cfg.n_embd, cfg.dtype, cfg.param_dtype, name="wte")(input_ids)
-        t = input_ids.shape[1]
-        causal = jnp.tril(jnp.ones((t, t), dtype=bool))
-        allowed = causal[None, None] & attention_mask.astype(bool)[:, None, None, :]
-        bias = jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min).astype(working_float())
-        x = Layers(cfg, name="h")(x, bias)
+        if start == 0:
+            x = layers.Embed(cfg.vocab_size, cfg.n_embd, cfg.dtype, cfg.param_dtype, name="wte")(x)
+        x = Layers(cfg, name="h")(x, layers.causal_bias(attention_mask), start, stop)
+        if stop < cfg.n_layer:
+            return x
         return layers.LayerNorm(cfg.layer_norm_epsilon, cfg.dtype, cfg.param_dtype, name="ln_f")(x)
 
 
 class GPTJForCausalLM(nn.Module):
+    """`(input_ids or hidden, attention_mask) -> logits or hidden`, blocks `start .. stop - 1`.
+
+    With `start = 0` the first argument is `input_ids` `[B, T]`, else the hidden states `[B, T, n_embd]`
+    entering block `start`; with `stop < n_layer` the result is the hidden states entering block
+    `stop`, else the logits `[B, T, vocab]` (float32).
+    """
+
     config: GPTJConfig
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask):
+    def __call__(self, x, attention_mask, start: int = 0, stop: int | None = None):
         cfg = self.config
-        x = Transformer(cfg, name="transformer")(input_ids, attention_mask)
+        stop = cfg.n_layer if stop is None else stop
+        x = Transformer(cfg, name="transformer")(x, attention_mask, start, stop)
+        if stop < cfg.n_layer:
+            return x
         logits = layers.Linear(
             cfg.vocab_size, use_bias=True, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name="lm_head"
         )(x)

@@ -7,10 +7,9 @@ converted (HF `[out, in]` linear weights become `[in, out]` kernels) and placed 
 next is read, so loading a 6B model never holds two full copies in host memory.
 """
 
+import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +21,9 @@ import safetensors
 import safetensors.numpy
 import transformers
 
+from rledit_jax import atomic
 from rledit_jax.models import registry
+from rledit_jax.models.table import HFTensor
 
 # Fields every HF config may carry that do not change a causal LM's forward: the generic
 # `PretrainedConfig` fields, generation defaults, and generic fields of older transformers versions.
@@ -49,16 +50,24 @@ GENERIC_FIELDS = frozenset(
 )
 
 
-def read_hf_config(path: str) -> tuple[registry.Architecture, Any]:
+def config_from_hf(hf: dict[str, Any]) -> Any:
+    """Our config from an HF `config.json` dict, by its `model_type`; unsupported fields are refused."""
+    if "model_type" not in hf:
+        raise ValueError("the HF config has no model_type")
+    return registry.architecture(hf["model_type"]).config_from_hf(hf, GENERIC_FIELDS)
+
+
+def read_hf_config(path: str) -> Any:
+    """Our config from a model directory's `config.json` (no weights read)."""
     config_file = os.path.join(path, "config.json")
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"no config.json in model directory {path!r}")
     with open(config_file) as f:
         hf = json.load(f)
-    if "model_type" not in hf:
-        raise ValueError(f"{config_file} has no model_type")
-    arch = registry.architecture(hf["model_type"])
-    return arch, arch.config_from_hf(hf, GENERIC_FIELDS)
+    try:
+        return config_from_hf(hf)
+    except ValueError as e:
+        raise ValueError(f"{config_file}: {e}") from None
 
 
 def _safetensors_reader(files: list[str]) -> Iterator[tuple[str, np.ndarray]]:
@@ -119,30 +128,44 @@ def load_hf(path: str, param_dtype: str | None = None) -> tuple[Any, dict]:
     """
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model directory {path!r} does not exist")
-    arch, config = read_hf_config(path)
+    config = read_hf_config(path)
+    arch = registry.architecture(config.model_type)
     if param_dtype is not None:
-        config = config.__class__(**{**config.__dict__, "param_dtype": param_dtype, "dtype": param_dtype})
+        config = dataclasses.replace(config, param_dtype=param_dtype, dtype=param_dtype)
     dtype = jnp.dtype(config.param_dtype)
-    table = {hf_name: (ours, transpose) for ours, hf_name, transpose in arch.hf_param_table(config)}
+    rows = {row.name: row for row in arch.hf_param_table(config)}
+    by_alias = {alias: row for row in rows.values() for alias in row.aliases}
+    missing = set(rows)
     files, is_safetensors = _weight_files(path)
     reader = _safetensors_reader if is_safetensors else _torch_reader
     params: dict = {}
+    aliased = []  # (row, alias name, tensor): checked once every primary has been read
     unexpected = []
     for name, array in reader(files):
-        if name not in table:
-            if not name.endswith(arch.hf_ignored_suffixes):
-                unexpected.append(name)
-            continue
-        ours, transpose = table.pop(name)
-        if transpose:
-            array = array.T
-        _set_path(params, ours, jax.device_put(np.ascontiguousarray(array.astype(dtype))))
-    if table or unexpected:
+        if name in by_alias:
+            aliased.append((by_alias[name], name, _to_param(array, by_alias[name], dtype)))
+        elif name in rows:
+            missing.discard(name)
+            _set_path(params, rows[name].path, _to_param(array, rows[name], dtype))
+        elif not name.endswith(arch.hf_ignored_suffixes):
+            unexpected.append(name)
+    for row, alias, value in aliased:
+        if row.name in missing:  # The checkpoint holds the tensor under its alias only.
+            missing.discard(row.name)
+            _set_path(params, row.path, value)
+        elif not np.array_equal(np.asarray(_get_path(params, row.path)), np.asarray(value)):
+            raise ValueError(f"checkpoint {path!r}: the tied tensors {row.name} and {alias} differ")
+    if missing or unexpected:
         raise ValueError(
-            f"checkpoint {path!r} does not match its config: missing tensors {sorted(table)[:10]}"
-            f"{' ...' if len(table) > 10 else ''}, unexpected tensors {unexpected[:10]}"
+            f"checkpoint {path!r} does not match its config: missing tensors {sorted(missing)[:10]}"
+            f"{' ...' if len(missing) > 10 else ''}, unexpected tensors {unexpected[:10]}"
         )
     return config, params
+
+
+def _to_param(array: np.ndarray, row: HFTensor, dtype) -> jax.Array:
+    array = array.T if row.transpose else array
+    return jax.device_put(np.ascontiguousarray(array.astype(dtype)))
 
 
 def _get_path(tree: dict, path: tuple[str, ...]):
@@ -162,25 +185,19 @@ def save_hf(
     """Writes `(config, params)` as an HF directory that `transformers` loads.
 
     The directory is written beside its destination and renamed into place at the end, so an
-    interrupted save leaves no half-written model behind.
+    interrupted save leaves no half-written model behind (`rledit_jax.atomic`).
     """
-    path = os.path.abspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"output directory {path!r} exists; pass overwrite=True to replace it")
     arch = registry.architecture(config.model_type)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.partial-", dir=parent)
-    try:
+    with atomic.atomic_directory(path, overwrite=overwrite) as tmp:
         shards: list[dict[str, np.ndarray]] = [{}]
         size = 0
-        for ours, hf_name, transpose in arch.hf_param_table(config):
-            array = np.asarray(jax.device_get(_get_path(params, ours)))
-            array = np.ascontiguousarray(array.T if transpose else array)
+        for row in arch.hf_param_table(config):
+            array = np.asarray(jax.device_get(_get_path(params, row.path)))
+            array = np.ascontiguousarray(array.T if row.transpose else array)
             if size and size + array.nbytes > max_shard_bytes:
                 shards.append({})
                 size = 0
-            shards[-1][hf_name] = array
+            shards[-1][row.name] = array
             size += array.nbytes
         if len(shards) == 1:
             safetensors.numpy.save_file(shards[0], os.path.join(tmp, "model.safetensors"), {"format": "pt"})
@@ -194,13 +211,3 @@ def save_hf(
                 json.dump({"metadata": {}, "weight_map": weight_map}, f, indent=1)
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(arch.config_to_hf(config), f, indent=1)
-        if os.path.exists(path):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
-            os.rename(path, os.path.join(old, "model"))
-            os.rename(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -10,6 +10,7 @@ stores its input there. `jax.grad` with respect to the zero probe is the value-g
 """
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from rledit_jax.dtypes import working_float
@@ -83,3 +84,45 @@ class Embed(nn.Module):
 def gelu_new(x):
     """GPT-2/GPT-J "gelu_new": the tanh approximation of GELU."""
     return 0.5 * x * (1.0 + jnp.tanh(jnp.sqrt(2.0 / jnp.pi) * (x + 0.044715 * jnp.power(x, 3.0))))
+
+
+def causal_bias(attention_mask):
+    """Additive attention bias `[B, 1, T, T]` (working float): 0 where query i may see key j (j <= i
+    and key j is a real token), the float32 minimum elsewhere. `attention_mask` is `[B, T]`."""
+    t = attention_mask.shape[1]
+    causal = jnp.tril(jnp.ones((t, t), dtype=bool))
+    allowed = causal[None, None] & attention_mask.astype(bool)[:, None, None, :]
+    return jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min).astype(working_float())
+
+
+def rotary_interleaved(x, rotary_dim: int, theta: float = 10000.0):
+    """GPT-J's rotary embedding of `x` `[B, T, H, head_dim]` at positions `0..T-1`.
+
+    Only the first `rotary_dim` dims rotate; dims (2i, 2i+1) form a pair rotated by the angle
+    `pos * theta^(-2i / rotary_dim)` ("rotate every two").
+    """
+    positions = jnp.arange(x.shape[1])
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+    angles = positions.astype(jnp.float32)[:, None] * inv_freq  # [T, rotary_dim/2]
+    sin = jnp.repeat(jnp.sin(angles), 2, axis=-1)[None, :, None, :].astype(x.dtype)
+    cos = jnp.repeat(jnp.cos(angles), 2, axis=-1)[None, :, None, :].astype(x.dtype)
+    rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
+    # (a0, a1, a2, a3, ...) -> (-a1, a0, -a3, a2, ...)
+    swapped = jnp.stack([-rot[..., 1::2], rot[..., ::2]], axis=-1).reshape(rot.shape)
+    return jnp.concatenate([rot * cos + swapped * sin, rest], axis=-1)
+
+
+def dot_product_attention(q, k, v, bias, scale: float):
+    """softmax(q k^T * scale + bias) v, scores and softmax in the working float.
+
+    `q` `[B, T, H, d]`; `k`, `v` `[B, T, H_kv, d]` with H a multiple of H_kv (grouped-query attention:
+    query head h reads key/value head h // (H / H_kv)); `bias` broadcasts to `[B, H, T, T]`.
+    Returns `[B, T, H, d]` in `v`'s dtype.
+    """
+    group = q.shape[2] // k.shape[2]
+    if group > 1:
+        k, v = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
+    f = working_float()
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q.astype(f), k.astype(f)) * jnp.asarray(scale, f) + bias
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)

@@ -11,6 +11,7 @@ from typing import Any
 import flax.linen as nn
 
 from rledit_jax.models import gptj
+from rledit_jax.models.table import HFTensor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,8 +19,8 @@ class Architecture:
     config_from_hf: Callable[[dict[str, Any], frozenset[str]], Any]
     config_to_hf: Callable[[Any], dict[str, Any]]
     module: Callable[[Any], nn.Module]
-    # (our param path, HF tensor name, transpose?) for every parameter.
-    hf_param_table: Callable[[Any], list[tuple[tuple[str, ...], str, bool]]]
+    # One row per parameter: our params path, HF tensor name, layout and aliases.
+    hf_param_table: Callable[[Any], list[HFTensor]]
     # HF tensor-name suffixes of buffers that carry no parameters and are skipped on load.
     hf_ignored_suffixes: tuple[str, ...]
 

@@ -79,10 +79,7 @@ import transformers
 from torch import nn
 from transformers import masking_utils
 
-try:
-    from tests.oracle import torch_rledit as orc
-except ImportError:  # rootdir-less import mode: tests/ itself is on sys.path
-    from oracle import torch_rledit as orc
+from tests.oracle import torch_rledit as orc
 
 MODES = ("unrolled", "unrolled_second_order", "stop_carry")
 

@@ -1,0 +1,125 @@
+"""Memory and compute of the training and editing programs, from shapes alone (no weights).
+
+`plan(...)` builds `jax.ShapeDtypeStruct` stand-ins for the LLM params, the hypernetworks, the
+optimiser state and the step batches of a config, compiles the real jitted programs (one training
+sequence + Adam step per gradient mode and sequence length T; one edit step) and reads XLA's memory
+analysis and FLOP estimate. Numbers are those of the backend that compiles (run it on the target
+accelerator for exact figures; the CPU backend's buffer assignment is an estimate of a GPU's).
+
+Columns: `args` (inputs, the frozen model included), `temp` (XLA's scratch, where activations and
+scan residuals live), `out`, `peak` = args + temp + out - aliased, and XLA's FLOP estimate, which
+counts a loop body once: for a training sequence that is about one step (plus the Adam update).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from rledit_jax import data, models, run
+from rledit_jax.jit import program
+from rledit_jax.llm_config import model_config_of
+from rledit_jax.method import edit_step, train_step
+from rledit_jax.method.spec import AnswerLengths, init_hypernets
+from rledit_jax.models import known_configs
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanRow:
+    program: str
+    mode: str
+    steps: int
+    args_bytes: int
+    temp_bytes: int
+    out_bytes: int
+    peak_bytes: int
+    flops: float
+
+
+def model_config(config, model_name: str | None):
+    """The LLM config: a known name, `model.path`'s config.json (no weights read), or the tiny model."""
+    if model_name:
+        if model_name not in known_configs.KNOWN_CONFIGS:
+            raise ValueError(f"unknown model {model_name!r}; known: {sorted(known_configs.KNOWN_CONFIGS)}")
+        llm = models.config_from_hf(known_configs.KNOWN_CONFIGS[model_name])
+        return dataclasses.replace(llm, param_dtype=config.model.dtype, dtype=config.model.dtype)
+    return model_config_of(config.model)
+
+
+def abstract_batches(steps: int, n_edits: int, batch_size: int, seq_len: int) -> data.StepBatches:
+    micro = -(-n_edits // batch_size)
+    tokens = jax.ShapeDtypeStruct((steps, micro, batch_size, seq_len), jnp.int32)
+    rows = jax.ShapeDtypeStruct((steps, micro, batch_size), jnp.int32)
+    kind = data.KindBatch(
+        input_ids=tokens, attention_mask=tokens, labels=tokens, old_labels=tokens, fact_index=rows, n_truncated=0
+    )
+    return data.StepBatches(edit=kind, equiv=kind, unrel=kind)
+
+
+@program
+def edit_step_program(spec, params, hypernets, kernels, batch):
+    """`edit_step.edit_step` compiled on its own (the evaluation loop's and the edit library's body)."""
+    return edit_step.edit_step(spec, params, hypernets, kernels, batch)
+
+
+def _row(program, mode, steps, compiled) -> PlanRow:
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    peak = mem.argument_size_in_bytes + mem.temp_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+    return PlanRow(
+        program,
+        mode,
+        steps,
+        mem.argument_size_in_bytes,
+        mem.temp_size_in_bytes,
+        mem.output_size_in_bytes,
+        peak,
+        float(cost.get("flops", float("nan"))),
+    )
+
+
+def plan(config, *, modes, steps_list, seq_len: int, answer_len: int, model_name: str | None = None):
+    """PlanRows for the training program (each mode x T) and for one edit step, from shapes alone."""
+    llm = model_config(config, model_name)
+    spec = run.make_spec(config, llm, AnswerLengths(edit=answer_len, unrel=answer_len))
+    key = jax.random.PRNGKey(0)
+    params = jax.eval_shape(lambda: models.init_params(llm, key))
+    hypernets = jax.eval_shape(lambda: init_hypernets(key, spec.layout, spec.hparams))
+    opt_state = jax.eval_shape(lambda h: train_step.make_optimizer(spec.hparams).init(h.nets), hypernets)
+    n_edits, batch_size = config.data.n_edits, config.data.batch_size
+    rows = []
+    for mode in modes:
+        mode_spec = dataclasses.replace(spec, gradient=mode, keep_factors=False)
+        for steps in steps_list:
+            batches = abstract_batches(steps, n_edits, batch_size, seq_len)
+            lowered = train_step.train_sequence_and_update.lower(mode_spec, params, hypernets, opt_state, batches)
+            rows.append(_row("train sequence", mode, steps, lowered.compile()))
+    step_batch = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), abstract_batches(1, n_edits, batch_size, seq_len).edit
+    )
+    kernels = jax.eval_shape(lambda p: edit_step.base_kernels(spec, p), params)
+    compiled = edit_step_program.lower(spec, params, hypernets, kernels, step_batch).compile()
+    rows.append(_row("edit step", "-", 1, compiled))
+    return llm, spec.layout, rows
+
+
+def format_table(llm, layout, config, rows, seq_len, answer_len) -> str:
+    gib = 2.0**30
+    head = (
+        f"model {llm.model_type}: n_layers={llm.n_layers} vocab={llm.vocab_size} "
+        f"dtype={llm.param_dtype}; sites {list(layout.names)}\n"
+        f"n_edits={config.data.n_edits} batch_size={config.data.batch_size} seq_len={seq_len} "
+        f"answer_len={answer_len} back_depth={config.hparams.back_depth} rank={config.hparams.rank}\n"
+    )
+    lines = [
+        f"{'program':<15} {'mode':<22} {'T':>5} {'args GiB':>9} {'temp GiB':>9} {'out GiB':>8} "
+        f"{'peak GiB':>9} {'TFLOP/step':>10}"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r.program:<15} {r.mode:<22} {r.steps:>5} {r.args_bytes / gib:>9.3f} "
+            f"{r.temp_bytes / gib:>9.3f} {r.out_bytes / gib:>8.3f} {r.peak_bytes / gib:>9.3f} "
+            f"{r.flops / 1e12:>10.3f}"
+        )
+    return head + "\n".join(lines)
