@@ -7,9 +7,9 @@ the reference's modules (see refkit.import_reference).
 
 from pathlib import Path
 
-import harness
 import pytest
-import refkit
+
+from tests.reference import harness, refkit
 
 HERE = Path(__file__).resolve().parent
 

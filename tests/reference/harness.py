@@ -28,10 +28,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import ours
 import pytest
-import refkit
 import torch
+
+from tests.reference import ours, refkit
 
 SITE = "transformer.h.1.mlp.fc_out"  # The single edit site of the end-to-end runs: kernel [128, 32].
 SITES = ("transformer.h.0.mlp.fc_out", SITE)  # Two sites of one shape: one hypernetwork and normaliser.
@@ -44,7 +44,7 @@ class Setup:
     n_edits: int
     batch_size: int
     num_seq: int  # Steps of the training sequence and of the evaluation (the reference uses one number).
-    editor: dict  # config.editor fields, the same on both sides.
+    editor: dict  # the reference's config.editor fields = our config.hparams fields, the same on both sides.
     train_rows: list
     eval_rows: list
     train_steps: list
@@ -198,25 +198,23 @@ def run_ours(setup: Setup, workdir: Path, initial: Path) -> dict:
     """`train_and_evaluate` on the real tiny config, pointed at the same model, rows, steps and initial
     hypernetwork (`config.init.reference_hypernet`)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    config = ours.tiny_config()
-    config.model.path = str(setup.model_dir)
-    config.model.dtype = "float32"
-    config.model.edit_sites = tuple(setup.sites)
-    config.data.name = "zsre"
-    config.data.train_path = str(_write_json(workdir / "train_mend.json", setup.train_rows))
-    config.data.eval_path = str(_write_json(workdir / "eval_mend.json", setup.eval_rows))
-    config.data.tokenizer_path = str(refkit.TOKENIZERS["gpt2"])
-    config.data.n_edits = setup.n_edits
-    config.data.batch_size = setup.batch_size
-    stream = {"train": setup.train_steps, "eval": setup.eval_steps}
-    config.data.stream_file = str(_write_json(workdir / "stream.json", stream))
-    for key, value in setup.editor.items():
-        config.editor[key] = value
-    config.train.num_seq = setup.num_seq
-    config.eval.num_seq = setup.num_seq
-    config.init.reference_hypernet = str(initial)
-    config.trace = True
-    metrics = ours.train_and_evaluate(config, workdir / "run")
+    files = {
+        "train_path": _write_json(workdir / "train_mend.json", setup.train_rows),
+        "eval_path": _write_json(workdir / "eval_mend.json", setup.eval_rows),
+        "tokenizer_path": refkit.TOKENIZERS["gpt2"],
+        "stream_file": _write_json(workdir / "stream.json", {"train": setup.train_steps, "eval": setup.eval_steps}),
+    }
+    metrics = ours.train_and_evaluate(
+        workdir / "run",
+        model_dir=setup.model_dir,
+        sites=setup.sites,
+        files=files,
+        n_edits=setup.n_edits,
+        batch_size=setup.batch_size,
+        steps=setup.num_seq,
+        editor=setup.editor,
+        initial=initial,
+    )
     with np.load(workdir / "run" / "trace.npz") as archive:
         trace = {k: archive[k] for k in archive.files}
     return {

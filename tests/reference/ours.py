@@ -17,9 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rledit_jax import config_validation, data, models, probes, train_lib
-from rledit_jax.editor import edit_step, hypernet, losses, normalizer, reference_io, shift, training
-from rledit_jax.editor.sites import Site, SiteLayout, make_layout
+from rledit_jax import config_schema, config_validation, data, models, probes
+from rledit_jax.cli import train
+from rledit_jax.method import edit_step, hypernet, losses, normalizer, reference_io, sequence, shift
+from rledit_jax.method.sites import Site, SiteLayout, make_layout
+from rledit_jax.method.spec import AnswerLengths, HParams, Hypernets, Spec
 
 # A config our validation refuses (e.g. data.batch_size > data.n_edits).
 ConfigError = config_validation.ConfigError
@@ -41,6 +43,12 @@ def normaliser_update(state, x, mask=None):
     return normalizer.update(state, x, mask)
 
 
+def _spec(llm_config, layout) -> Spec:
+    """A spec for the pieces that read only the model and the layout (hyperparameters unused)."""
+    hparams = HParams(1, 1, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1, "ans")
+    return Spec(model=llm_config, layout=layout, hparams=hparams, lengths=AnswerLengths(edit=None, unrel=1))
+
+
 def step_normaliser_update(sites, norms, captures):
     """Our per-step merge (`edit_step.update_norms`): `sites` a list of `(name, (d_in, d_out))` in config
     order, `captures` `{name: (keys [M, R, d_in], values_grad [M, R, d_out], mask [M, R])}`."""
@@ -52,7 +60,7 @@ def step_normaliser_update(sites, norms, captures):
         name: probes.SiteCapture(jnp.asarray(k, jnp.float32), jnp.asarray(g, jnp.float32), jnp.asarray(m, bool))
         for name, (k, g, m) in captures.items()
     }
-    return edit_step.update_norms(SiteLayout(tuple(layout_sites)), norms, caps)
+    return edit_step.update_norms(_spec(None, SiteLayout(tuple(layout_sites))), norms, caps)
 
 
 def normalise(state, x) -> np.ndarray:
@@ -95,11 +103,13 @@ def with_site_tables(nets, lr, lamda):
 
 
 def to_reference(nets, norms) -> dict[str, np.ndarray]:
-    return reference_io.to_reference(nets, norms)
+    return reference_io.to_reference(Hypernets(nets=nets, norms=norms))
 
 
 def from_reference(state: dict):
-    return reference_io.from_reference(state)
+    """`(nets, norms)` of a reference state dict."""
+    hypernets = reference_io.from_reference(state)
+    return hypernets.nets, hypernets.norms
 
 
 def save_reference_file(path, state) -> None:
@@ -143,12 +153,12 @@ def shift_grads(nets, norms, sites):
 def accumulate_and_clip(acc, grads, max_grad_norm: float):
     """`(clip(acc + grads), norm before clipping)`, the per-step accumulator of the training scan."""
     total = grads if acc is None else jax.tree.map(jnp.add, acc, grads)
-    return training.clip_accumulated(total, max_grad_norm)
+    return sequence.clip_accumulated(total, max_grad_norm)
 
 
 def grads_to_reference(grads, norms) -> dict[str, np.ndarray]:
     """A gradient pytree in the reference's parameter names (normaliser buffers left out)."""
-    return {k: v for k, v in reference_io.to_reference(grads, norms).items() if ".normalizer." not in k}
+    return {k: v for k, v in to_reference(grads, norms).items() if ".normalizer." not in k}
 
 
 def shift_sq_norm_grads(nets, norms, shape, keys, values_grad, mask, site_index: int):
@@ -157,7 +167,7 @@ def shift_sq_norm_grads(nets, norms, shape, keys, values_grad, mask, site_index:
 
     def sq_norm(net):
         k, c = shift.shift_factors(net, norms[shape], *args, jnp.int32(site_index))
-        return training.shift_sq_norm(k, c)
+        return shift.shift_sq_norm(k, c)
 
     return {shape: jax.grad(sq_norm)(nets[shape])}
 
@@ -227,8 +237,7 @@ def accumulate_shifts(model_dir, site: str, shifts, param_dtype: str = "bfloat16
     shift [d_in, d_out] added in turn as our editor adds them (to `edit_step.base_kernels`, via
     `apply_factors` with factors `(I, S)`)."""
     llm_config, params = models.load_hf(str(model_dir), param_dtype=param_dtype)
-    layout = make_layout(llm_config, [site])
-    kernels = edit_step.base_kernels(llm_config, layout, params)
+    kernels = edit_step.base_kernels(_spec(llm_config, make_layout(llm_config, [site])), params)
     eye = jnp.eye(kernels[site].shape[0], dtype=jnp.float32)
     for s in shifts:
         kernels = edit_step.apply_factors(kernels, {site: (eye, jnp.asarray(s, jnp.float32))})
@@ -239,13 +248,38 @@ def accumulate_shifts(model_dir, site: str, shifts, param_dtype: str = "bfloat16
 # The whole job ---------------------------------------------------------------------------------------
 
 
-def tiny_config():
-    """The project's real tiny config (configs/tiny.py, unlocked), to shrink and point at files."""
-    from tests.config_files import load_config
+def train_and_evaluate(
+    workdir,
+    *,
+    model_dir,
+    sites,
+    files: dict,
+    n_edits: int,
+    batch_size: int,
+    steps: int,
+    editor: dict,
+    initial,
+) -> dict:
+    """`bin/train`'s job on the real tiny config (configs/tiny.py), pointed at an HF model directory,
+    zsRE files `files` (train_path, eval_path, tokenizer_path, stream_file), `steps` training and
+    evaluation steps, the reference's `config.editor` fields `editor` (translated to ours through
+    `config_schema.REFERENCE_NAMES`) and the initial hypernetwork file `initial`. Writes
+    hypernet.safetensors and trace.npz into `workdir`; returns the metrics."""
+    from tests.config_files import load_config, with_fields
 
-    return load_config("tiny")
-
-
-def train_and_evaluate(config, workdir) -> dict:
-    """`bin/train`'s job; writes hypernet.safetensors (and trace.npz with config.trace) into `workdir`."""
-    return train_lib.train_and_evaluate(config, str(workdir))
+    ours_of = {reference: ours for ours, reference in config_schema.REFERENCE_NAMES.items()}
+    fields = {
+        "model.path": str(model_dir),
+        "model.dtype": "float32",
+        "model.edit_sites": tuple(sites),
+        "data.name": "zsre",
+        "data.n_edits": n_edits,
+        "data.batch_size": batch_size,
+        **{f"data.{key}": str(value) for key, value in files.items()},
+        **{ours_of[f"editor.{key}"]: value for key, value in editor.items()},
+        "train.steps_per_sequence": steps,
+        "eval.steps": steps,
+        "init.reference_hypernet": str(initial),
+        "trace": True,
+    }
+    return train.train_and_evaluate(with_fields(load_config("tiny"), **fields), str(workdir))

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tests import paths
+
 REF_ENV = "RLEDIT_REF_DIR"
 REF_COMMIT = "c6576a1e8e8a122c54d61ec5580ec7397e740a42"
-# The shared data beside the repository (/work/shared next to /work/wt-ref); tests skip without it.
-SHARED = Path(__file__).resolve().parents[3] / "shared"
+# The shared data beside the repository; tests skip without it.
+SHARED = paths.SHARED
 TOKENIZERS = {"gpt2": SHARED / "tokenizers" / "gpt2", "llama3": SHARED / "tokenizers" / "llama3"}
 ZSRE_MEND = SHARED / "data" / "zsre" / "zsre_mend_eval_subset.json"
 COUNTERFACT_EASYEDIT = SHARED / "data" / "counterfact" / "counterfact_val.json"

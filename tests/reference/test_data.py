@@ -14,9 +14,9 @@ every micro-batch to one length L >= the reference's L_mb, where ours must hold 
 import json
 
 import numpy as np
-import ours
 import pytest
-import refkit
+
+from tests.reference import ours, refkit
 
 pytestmark = pytest.mark.reference
 

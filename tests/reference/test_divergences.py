@@ -5,12 +5,11 @@ Unit cases use the shapes of test_units ((24, 16) sites, random rows); whole-run
 zsRE rows of harness.zsre_setup (kernel [128, 32]).
 """
 
-import harness
 import numpy as np
-import ours
 import pytest
-import refkit
 import torch
+
+from tests.reference import harness, ours, refkit
 
 pytestmark = [
     pytest.mark.reference,

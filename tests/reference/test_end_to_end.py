@@ -12,8 +12,9 @@ favours the evaluation rows' most common answer tokens (harness.favoured_model),
 
 import numpy as np
 import pytest
-import refkit
-from harness import SITE, trace_grads
+
+from tests.reference import refkit
+from tests.reference.harness import SITE, trace_grads
 
 # The reference's capture hooks a module whose inputs need no gradient; torch warns about it.
 pytestmark = [pytest.mark.reference, pytest.mark.filterwarnings("ignore:Full backward hook is firing")]

@@ -6,12 +6,11 @@ and padding positions). Everything runs in float32 on both sides; each tolerance
 checked, and `-s` prints every measured max relative error as `reference <unit>: <err>`.
 """
 
-import harness
 import numpy as np
-import ours
 import pytest
-import refkit
 import torch
+
+from tests.reference import harness, ours, refkit
 
 pytestmark = pytest.mark.reference
 
