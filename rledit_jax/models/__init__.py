@@ -51,20 +51,23 @@ def forward(config, params, input_ids, attention_mask):
 
 
 def forward_layers(config, params, x, attention_mask, *, start: int = 0, stop: int | None = None):
-    """Blocks `start .. stop - 1` (traceable, not jitted).
+    """Blocks `start .. stop - 1`, then (when `stop` is None) the head (traceable, not jitted).
 
-    `x`: `input_ids` `[B, T]` when `start == 0`, else the hidden states entering block `start`.
-    Returns the logits when `stop` is None (or `n_layers`), else the hidden states entering `stop`.
+    `x`: `input_ids` `[B, T]` when `start == 0`, else the hidden states entering block `start`
+    (`start == n_layers`: the last block's output, so only the head runs; `attention_mask` is then
+    unused). With `stop` None the result is the logits `[B, T, V]` (float32: the final norm, the LM
+    head and any soft-capping), else the hidden states entering block `stop` (`stop == n_layers`: the
+    last block's output, before the final norm).
     """
     _check_length(config, x)
     return _module(config).apply({"params": params}, x, attention_mask, start, stop)
 
 
-def forward_with_probes(config, params, probes, x, attention_mask, *, start: int = 0):
-    """`forward_layers(..., start)` adding `probes[site]` (`[B, T, d_out]`) to each site's output.
+def forward_with_probes(config, params, probes, x, attention_mask, *, start: int = 0, stop: int | None = None):
+    """`forward_layers(..., start, stop)` adding `probes[site]` (`[B, T, d_out]`) to each site's output.
 
-    Returns `(logits, keys)` with `keys[site]` the site's input `[B, T, d_in]`. Sites must lie in
-    blocks `start` onwards.
+    Returns `(logits or hidden, keys)` with `keys[site]` the site's input `[B, T, d_in]`. Sites must
+    lie in the blocks that run.
     """
     _check_length(config, x)
     probe_tree: dict = {}
@@ -74,7 +77,7 @@ def forward_with_probes(config, params, probes, x, attention_mask, *, start: int
             node = node.setdefault(key, {})
         node["output"] = value
     logits, state = _module(config).apply(
-        {"params": params, layers.PROBES: probe_tree}, x, attention_mask, start, None, mutable=[layers.KEYS]
+        {"params": params, layers.PROBES: probe_tree}, x, attention_mask, start, stop, mutable=[layers.KEYS]
     )
     keys = {}
     for site in probes:

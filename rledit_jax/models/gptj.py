@@ -248,32 +248,28 @@ class Transformer(nn.Module):
     config: GPTJConfig
 
     @nn.compact
-    def __call__(self, x, attention_mask, start: int, stop: int):
+    def __call__(self, x, attention_mask, start: int, stop: int, head: bool):
         cfg = self.config
         if start == 0:
             x = layers.Embed(cfg.vocab_size, cfg.n_embd, cfg.dtype, cfg.param_dtype, name="wte")(x)
-        x = Layers(cfg, name="h")(x, layers.causal_bias(attention_mask), start, stop)
-        if stop < cfg.n_layer:
+        if start < stop:
+            x = Layers(cfg, name="h")(x, layers.causal_bias(attention_mask), start, stop)
+        if not head:
             return x
         return layers.LayerNorm(cfg.layer_norm_epsilon, cfg.dtype, cfg.param_dtype, name="ln_f")(x)
 
 
 class GPTJForCausalLM(nn.Module):
-    """`(input_ids or hidden, attention_mask) -> logits or hidden`, blocks `start .. stop - 1`.
-
-    With `start = 0` the first argument is `input_ids` `[B, T]`, else the hidden states `[B, T, n_embd]`
-    entering block `start`; with `stop < n_layer` the result is the hidden states entering block
-    `stop`, else the logits `[B, T, vocab]` (float32).
-    """
+    """`(input_ids or hidden, attention_mask) -> logits or hidden`: see `rledit_jax.models.forward_layers`."""
 
     config: GPTJConfig
 
     @nn.compact
     def __call__(self, x, attention_mask, start: int = 0, stop: int | None = None):
         cfg = self.config
-        stop = cfg.n_layer if stop is None else stop
-        x = Transformer(cfg, name="transformer")(x, attention_mask, start, stop)
-        if stop < cfg.n_layer:
+        head = stop is None
+        x = Transformer(cfg, name="transformer")(x, attention_mask, start, cfg.n_layer if head else stop, head)
+        if not head:
             return x
         logits = layers.Linear(
             cfg.vocab_size, use_bias=True, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name="lm_head"

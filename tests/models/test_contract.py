@@ -46,6 +46,9 @@ def test_forward_from_a_layer_equals_the_whole_forward(tiny, layer):
     assert hidden.shape == (*ids.shape, 32)
     close = lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * np.abs(b).max())
     close(models.forward_layers(config, params, hidden, mask, start=layer), whole)
+    # The head alone, on the last block's output at a few positions (the answer-only head).
+    last = models.forward_layers(config, params, hidden, mask, start=layer, stop=config.n_layers)
+    close(models.forward_layers(config, params, last[:, 2:5], None, start=config.n_layers), whole[:, 2:5])
 
     sites = [s for s in SITES if config.site_layer(s) >= layer]  # probes sit in the blocks that run
     probes = {s: jnp.zeros((*ids.shape, models.site_shapes(config)[s][1])) for s in sites}
