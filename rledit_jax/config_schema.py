@@ -10,6 +10,9 @@ from ml_collections import config_dict
 
 # The values of the enumerated fields.
 MODEL_DTYPES = ("float32", "bfloat16")
+# jax_default_matmul_precision values: "highest" / "float32" are full float32 (the parity tests'
+# setting), "default" the backend's (TF32 passes on recent NVIDIA GPUs), "bfloat16" one bf16 pass.
+MATMUL_PRECISIONS = ("default", "highest", "float32", "high", "tensorfloat32", "bfloat16")
 # Datasets, with the per-row score their evaluation uses (DESIGN.md section 3 "Evaluation").
 DATASET_METRIC = {"zsre": "token", "counterfact": "counterfact", "fever": "token"}
 DATASETS = tuple(DATASET_METRIC)
@@ -57,6 +60,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.model.path = config_dict.placeholder(str)
     # Storage/compute dtype of the LLM weights ("float32" or "bfloat16"); shifts are always float32.
     config.model.dtype = "float32"
+    # Precision of the matmuls (MATMUL_PRECISIONS above), set by the entry points for the whole process;
+    # the numbers are checked against torch at "highest".
+    config.model.matmul_precision = "default"
     # Edited linears, by HF module name.
     config.model.edit_sites = ("transformer.h.2.mlp.fc_out", "transformer.h.3.mlp.fc_out")
     # The built-in tiny random model (used only when model.path is unset): its architecture, the seed

@@ -16,7 +16,14 @@ from collections.abc import Callable
 
 import ml_collections
 
-from rledit_jax.config_schema import DATASETS, GRADIENT_MODES, MODEL_DTYPES, TOKEN_MODES, default_config
+from rledit_jax.config_schema import (
+    DATASETS,
+    GRADIENT_MODES,
+    MATMUL_PRECISIONS,
+    MODEL_DTYPES,
+    TOKEN_MODES,
+    default_config,
+)
 from rledit_jax.llm_config import model_config_of
 from rledit_jax.method.sites import make_layout
 from rledit_jax.models import registry
@@ -110,6 +117,7 @@ PATH_RULES = (_MODEL_DIR, _DATA_FILE, _TOKENIZER_DIR, _HYPERNET_FILE)
 RULES: dict[str, Callable] = {
     "model.path": _MODEL_DIR,
     "model.dtype": one_of(*MODEL_DTYPES),
+    "model.matmul_precision": one_of(*MATMUL_PRECISIONS),
     "model.edit_sites": edit_sites,
     "model.tiny.model_type": one_of(*registry.ARCHITECTURES),
     "model.tiny.seed": any_int,

@@ -2,7 +2,8 @@
 
 `model.path` set: the config.json of that HF directory. Unset: the built-in tiny random model, whose
 `model.tiny` fields (besides `model_type` and `seed`) are the fields of an HF config.json of that
-architecture, checked exactly as a real one; its vocabulary is the tiny tokenizer's.
+architecture, checked exactly as a real one; its vocabulary is the tiny tokenizer's unless
+`model.tiny.vocab_size` sets a larger one (e.g. GPT-J's 50400, for benchmarks of real head sizes).
 """
 
 import dataclasses

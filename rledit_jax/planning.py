@@ -20,7 +20,8 @@ from rledit_jax import data, models, run
 from rledit_jax.jit import program
 from rledit_jax.llm_config import model_config_of
 from rledit_jax.method import edit_step, train_step
-from rledit_jax.method.spec import AnswerLengths, init_hypernets
+from rledit_jax.method.packing import KindLengths, Lengths, round_up
+from rledit_jax.method.spec import init_hypernets
 from rledit_jax.models import known_configs
 
 
@@ -82,7 +83,9 @@ def _row(program, mode, steps, compiled) -> PlanRow:
 def plan(config, *, modes, steps_list, seq_len: int, answer_len: int, model_name: str | None = None):
     """PlanRows for the training program (each mode x T) and for one edit step, from shapes alone."""
     llm = model_config(config, model_name)
-    spec = run.make_spec(config, llm, AnswerLengths(edit=answer_len, unrel=answer_len))
+    # Every example `seq_len` tokens long: the packed steps hold n_edits * seq_len tokens.
+    kind = KindLengths(answers=answer_len, tokens=round_up(config.data.n_edits * seq_len, 16))
+    spec = run.make_spec(config, llm, Lengths(edit=kind, equiv=kind, unrel=kind))
     key = jax.random.PRNGKey(0)
     params = jax.eval_shape(lambda: models.init_params(llm, key))
     hypernets = jax.eval_shape(lambda: init_hypernets(key, spec.layout, spec.hparams))

@@ -51,34 +51,46 @@ def row_mask(batch, token: str):
     raise ValueError(f"token selection must be 'ans' or 'all', got {token!r}")
 
 
-def capture_with_loss(config, params, sites, batch, token: str = "ans", loss_fn=masked_cross_entropy):
-    """`(loss, {site: SiteCapture})` for one batch at the given params (traceable, not jitted).
+def site_io(config, params, sites, x, attention_mask, loss_fn, *, start: int = 0, stop: int | None = None):
+    """`(loss, keys, value_grads)` of one forward (traceable, not jitted): at every position, each site's
+    input `keys[site]` `[B, T, d_in]` and the gradient of `loss_fn(output)` w.r.t. the site's output
+    `value_grads[site]` `[B, T, d_out]` (in the working float).
 
-    `loss_fn(logits, labels)` is the differentiated scalar; by default the batch's mean CE.
+    The forward is `models.forward_layers(config, params, x, attention_mask, start=start, stop=stop)`
+    and `output` what it returns (logits, or hidden states when `stop` is set); sites must lie in the
+    blocks that run.
     """
     sites = tuple(sites)
-    b, t = batch["input_ids"].shape
+    b, t = x.shape[:2]
     shapes = models.site_shapes(config)
     for site in sites:
         models.site_path(config, site)  # Unknown names fail here, listing the valid ones.
     probes = {s: jnp.zeros((b, t, shapes[s][1]), jnp.dtype(config.dtype)) for s in sites}
 
     def probed_loss(probes):
-        logits, keys = models.forward_with_probes(config, params, probes, batch["input_ids"], batch["attention_mask"])
-        return loss_fn(logits, batch["labels"]), keys
+        output, keys = models.forward_with_probes(config, params, probes, x, attention_mask, start=start, stop=stop)
+        return loss_fn(output), keys
 
     (loss, keys), grads = jax.value_and_grad(probed_loss, has_aux=True)(probes)
+    f = working_float()
+    return loss, {s: keys[s].astype(f) for s in sites}, {s: grads[s].astype(f) for s in sites}
+
+
+def capture_with_loss(config, params, sites, batch, token: str = "ans"):
+    """`(loss, {site: SiteCapture})` for one batch at the given params (traceable, not jitted); the loss
+    is the batch's mean CE over `labels != -100`."""
+    b, t = batch["input_ids"].shape
+    loss, keys, grads = site_io(
+        config,
+        params,
+        sites,
+        batch["input_ids"],
+        batch["attention_mask"],
+        lambda logits: masked_cross_entropy(logits, batch["labels"]),
+    )
     mask = row_mask(batch, token).reshape(b * t)
-    out = {}
-    for site in sites:
-        k = keys[site].reshape(b * t, -1).astype(working_float())
-        g = grads[site].reshape(b * t, -1).astype(working_float())
-        out[site] = SiteCapture(
-            keys=jnp.where(mask[:, None], k, 0.0),
-            value_grads=jnp.where(mask[:, None], g, 0.0),
-            row_mask=mask,
-        )
-    return loss, out
+    rows = lambda x: jnp.where(mask[:, None], x.reshape(b * t, -1), 0.0)
+    return loss, {s: SiteCapture(keys=rows(keys[s]), value_grads=rows(grads[s]), row_mask=mask) for s in keys}
 
 
 @functools.partial(jax.jit, static_argnames=("config", "sites", "token"))

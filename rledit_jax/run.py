@@ -25,16 +25,17 @@ from absl import logging
 from rledit_jax import config_schema, config_validation, data, models
 from rledit_jax.llm_config import model_config_of, tiny_model_config
 from rledit_jax.method import reference_io
+from rledit_jax.method.packing import Lengths
 from rledit_jax.method.sites import check_hypernets, make_layout
-from rledit_jax.method.spec import AnswerLengths, HParams, Hypernets, Spec, init_hypernets
+from rledit_jax.method.spec import HParams, Hypernets, Spec, init_hypernets
 from rledit_jax.method.train_step import make_optimizer
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Run:
     config: ml_collections.ConfigDict
-    spec: Spec  # the training program's (answer lengths of the training batches)
-    eval_spec: Spec  # the evaluation program's (answer lengths of the eval batches)
+    spec: Spec  # the training program's (packed sizes of the training batches)
+    eval_spec: Spec  # the evaluation program's (packed sizes of the eval batches)
     params: dict
     hypernets: Hypernets
     opt_state: Any
@@ -64,8 +65,8 @@ def load_tokenizer(config) -> data.Tokenizer:
     return data.load_tokenizer(config.data.tokenizer_path or config.model.path)
 
 
-def make_spec(config, llm_config, lengths: AnswerLengths) -> Spec:
-    """The spec of `config`'s programs for a model and the answer lengths of their batches."""
+def make_spec(config, llm_config, lengths: Lengths) -> Spec:
+    """The spec of `config`'s programs for a model and the packed sizes of their batches."""
     return Spec(
         model=llm_config,
         layout=make_layout(llm_config, config.model.edit_sites),
@@ -141,6 +142,11 @@ def setup(config) -> Run:
     config_validation.validate(config)
     llm_config = model_config_of(config.model)
     tokenizer = load_tokenizer(config)
+    if tokenizer.vocab_size > llm_config.vocab_size:
+        raise ValueError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens, more than the model's vocabulary of "
+            f"{llm_config.vocab_size} (set data.tokenizer_path to the model's own tokenizer)"
+        )
     train_facts, eval_facts, n_skipped = load_splits(config)
     train_sequences, eval_steps = edit_streams(config, len(train_facts), len(eval_facts))
     # All sequences are built together so every one has the same shapes (one compilation).
@@ -150,13 +156,13 @@ def setup(config) -> Run:
         jax.tree.map(lambda x, e=e: x[e * steps : (e + 1) * steps], all_train) for e in range(len(train_sequences))
     ]
     eval_batches = step_batches(config, tokenizer, eval_facts, eval_steps, llm_config.max_length)
-    spec = make_spec(config, llm_config, AnswerLengths.of(all_train))
+    spec = make_spec(config, llm_config, Lengths.of(all_train))
     hypernets = initial_hypernets(config, spec)
     _, params = load_model(config.model)
     return Run(
         config=config,
         spec=spec,
-        eval_spec=dataclasses.replace(spec, lengths=AnswerLengths.of(eval_batches)),
+        eval_spec=dataclasses.replace(spec, lengths=Lengths.of(eval_batches)),
         params=params,
         hypernets=hypernets,
         opt_state=make_optimizer(spec.hparams).init(hypernets.nets),

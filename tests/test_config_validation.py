@@ -16,7 +16,7 @@ from rledit_jax.models import known_configs
 from tests.config_files import CONFIGS, load_config, with_fields
 
 # The known model whose shapes each shipped config targets (None: the built-in tiny model).
-CONFIG_MODELS = {"tiny": None, "gptj": "gpt-j-6b"}
+CONFIG_MODELS = {"tiny": None, "gptj": "gpt-j-6b", "bench_gptj_8l": None}
 
 
 def test_rules_cover_exactly_the_schema():

@@ -6,7 +6,9 @@ Process settings, made before `main` runs (never at import):
 - `OPENBLAS_NUM_THREADS=1` unless the user exported it: on CPU, jaxlib's Cholesky and triangular
   solves (every shift's N x N solve) call scipy's bundled OpenBLAS, loaded at the first solve, whose
   worker threads fight XLA's own thread pool for the cores (that doubled a training step's time);
-- orbax's INFO lines (dozens per checkpoint) are dropped from the absl log; its warnings still show.
+- orbax's INFO lines (dozens per checkpoint) are dropped from the absl log; its warnings still show;
+- the matmul precision of `config.model.matmul_precision` (`set_matmul_precision`, called by the
+  entry points that take a config, once their flags are parsed).
 
 Exit codes: 0 done; 2 bad input or usage (a flag, a config field, a data, model or request file);
 1 a failure while running (a non-finite loss, an edit that cannot be applied, a bug). The error is
@@ -18,6 +20,7 @@ import os
 import sys
 import traceback
 
+import jax
 from absl import app, flags
 from absl import logging as absl_logging
 
@@ -40,6 +43,11 @@ class _QuietOrbax(logging.Filter):
 def _process_settings() -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     absl_logging.get_absl_logger().addFilter(_QuietOrbax())
+
+
+def set_matmul_precision(config) -> None:
+    """The process's `jax_default_matmul_precision`, from `config.model.matmul_precision`."""
+    jax.config.update("jax_default_matmul_precision", config.model.matmul_precision)
 
 
 def _report(program: str, error: BaseException, debug: bool) -> None:

@@ -220,6 +220,8 @@ def _main(argv):
         raise app.UsageError(f"unexpected arguments {argv[1:]}; the only subcommand is apply-delta")
     else:
         _require("config", "hypernet", "requests", "out")
+        config_validation.validate(f.config)
+        cli_app.set_matmul_precision(f.config)
         edit_model(
             f.config,
             hypernet=f.hypernet,

@@ -25,6 +25,7 @@ def _main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
     config_validation.validate(f.config)
+    cli_app.set_matmul_precision(f.config)
     unknown = sorted(set(f.modes) - set(config_schema.GRADIENT_MODES))
     if unknown:
         raise app.UsageError(f"--modes: unknown gradient modes {unknown}; known: {list(config_schema.GRADIENT_MODES)}")

@@ -16,6 +16,7 @@ lifelong evaluation over `eval.steps` steps. Writes into `workdir`:
                        a run finds the latest one there and continues from it
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -25,7 +26,7 @@ import tqdm
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rledit_jax import atomic, checkpoint, data, run
+from rledit_jax import atomic, checkpoint, config_validation, data, run
 from rledit_jax.cli import app as cli_app
 from rledit_jax.method import evaluation, reference_io, train_step
 from rledit_jax.method.spec import Hypernets
@@ -54,7 +55,7 @@ def _checkpointer(r: run.Run, workdir: str, resolved: dict) -> checkpoint.Checkp
         keep=r.config.checkpoint.keep,
         config=resolved,
         digests=[checkpoint.sequence_digest(r.train_facts, s) for s in r.train_sequences],
-        padded_lengths={**kinds, "answers": [r.spec.lengths.edit, r.spec.lengths.unrel]},
+        padded_lengths={**kinds, "packed": dataclasses.asdict(r.spec.lengths)},
     )
 
 
@@ -127,6 +128,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 def _main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config_validation.validate(flags.FLAGS.config)
+    cli_app.set_matmul_precision(flags.FLAGS.config)
     metrics = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
     print(" ".join(f"{k}={metrics[k]:.4f}" for k in ("ES", "GS", "LS")))
 

@@ -29,8 +29,9 @@ from rledit_jax.editing import requests as req
 from rledit_jax.editing import state as st
 from rledit_jax.method import edit_step as es
 from rledit_jax.method import reference_io
+from rledit_jax.method.packing import KindLengths, Lengths
 from rledit_jax.method.sites import SiteLayout, check_hypernets
-from rledit_jax.method.spec import AnswerLengths, Hypernets, Spec
+from rledit_jax.method.spec import Hypernets, Spec
 
 
 class NonFiniteShiftError(FloatingPointError):
@@ -97,7 +98,8 @@ def load_hypernet(path: str | os.PathLike, layout: SiteLayout) -> Hypernets:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class EditSession:
-    # The edit program's spec: the model, the edit sites, `hparams.token` (rows captured per example).
+    # The edit program's spec: the model, the edit sites, `hparams.token` (rows captured per example);
+    # its packed sizes are set per batch (`batch_spec`).
     spec: Spec
     params: dict
     tokenizer: object | None = None
@@ -106,6 +108,8 @@ class EditSession:
     max_requests: int = 20
     # Shortest padded length; longer batches pad to the next power of two.
     min_length: int = 8
+    # Answer tokens a request's target may have: the rows an edit captures per request.
+    max_answer_tokens: int = 16
 
     @classmethod
     def from_config(cls, config, *, model=None) -> "EditSession":
@@ -115,8 +119,8 @@ class EditSession:
         """
         config_validation.validate(config)
         llm_config, params = model or run.load_model(config.model)
-        # Every captured row is kept (`edit=None`); the locality axis is unused when editing.
-        spec = run.make_spec(config, llm_config, AnswerLengths(edit=None, unrel=1))
+        # The packed sizes are those of each batch (`batch_spec`).
+        spec = run.make_spec(config, llm_config, Lengths(edit=KindLengths(answers=1, tokens=1)))
         return cls(
             spec,
             params,
@@ -141,16 +145,23 @@ class EditSession:
     def pad_token_id(self) -> int:
         return self.tokenizer.pad_token_id if self.tokenizer is not None else 0
 
+    def batch_spec(self, batch: req.EditBatch) -> Spec:
+        """The spec that edits `batch`: decided by its padded shape alone, so batches of one shape share
+        one compiled program (the capture keeps `max_answer_tokens` answer rows per request)."""
+        m, b, l = batch.input_ids.shape
+        lengths = KindLengths(answers=self.max_answer_tokens, tokens=m * b * l)
+        return dataclasses.replace(self.spec, lengths=Lengths(edit=lengths))
+
     # ------------------------------------------------------------------------------------ state
 
     def init_state(self, hypernets: Hypernets, *, capacity: int = 16, max_rows: int | None = None) -> st.EditState:
         """A fresh state with room for `capacity` batches of history, `max_rows` captured rows each.
 
-        `max_rows` defaults to 16 per request ("ans": answer tokens) or 64 per request ("all").
+        `max_rows` defaults to `max_answer_tokens` per request ("ans") or 64 per request ("all").
         History memory per site is `capacity * max_rows * (d_in + d_out) * 4` bytes.
         """
         if max_rows is None:
-            max_rows = self.max_requests * (16 if self.spec.hparams.token == "ans" else 64)
+            max_rows = self.max_requests * (self.max_answer_tokens if self.spec.hparams.token == "ans" else 64)
         return st.init_state(self.spec, self.params, hypernets, capacity=capacity, max_rows=max_rows)
 
     def tokenize(self, requests: Sequence, where: str = "request") -> list[data.TokenizedPair]:
@@ -182,13 +193,18 @@ class EditSession:
         shift is not finite.
         """
         batch = requests if isinstance(requests, req.EditBatch) else self.make_batch(requests)
+        longest = int((np.asarray(batch.labels) != data.IGNORE).sum(-1).max())
+        if longest > self.max_answer_tokens:
+            raise req.RequestError(
+                f"a target of {longest} tokens, more than the session's max_answer_tokens={self.max_answer_tokens}"
+            )
         rows = req.n_rows(batch, self.spec.hparams.token)
         if rows > state.max_rows:
             raise req.RequestError(
                 f"the batch captures {rows} rows, more than the state's max_rows={state.max_rows}; "
                 "create the state with a larger max_rows or edit fewer/shorter targets per batch"
             )
-        new, info = st.edit_batch(self.spec, self.params, state, batch)
+        new, info = st.edit_batch(self.batch_spec(batch), self.params, state, batch)
         if not bool(info.applied):
             raise NonFiniteShiftError(
                 "the edit produced a non-finite shift, kernel or normaliser statistic; the batch was not applied", new

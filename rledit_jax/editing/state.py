@@ -40,10 +40,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rledit_jax import probes
 from rledit_jax.jit import program
 from rledit_jax.method import edit_step as es
-from rledit_jax.method import shift
+from rledit_jax.method import packing, passes, shift
 from rledit_jax.method.sites import check_hypernets
 from rledit_jax.method.spec import Hypernets, Spec
 
@@ -140,8 +139,7 @@ def edit_batch(spec: Spec, params, state: EditState, batch):
     the history.
     """
     _, hypernets, factors = es.edit_step(spec, params, state.hypernets, state.kernels, batch)
-    flat = es.flatten_micro_batches(batch)
-    mask = probes.row_mask(flat, spec.hparams.token).reshape(-1)
+    mask = passes.capture_rows(packing.pack(batch, spec.lengths.edit), spec.hparams.token)[1].reshape(-1)
     rows = jnp.sum(mask, dtype=jnp.int32)
     compact = _compact(factors, mask, state.max_rows)
     kernels = es.apply_factors(state.kernels, compact)

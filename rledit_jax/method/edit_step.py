@@ -8,6 +8,8 @@ Names used throughout the method (the package docstring of `rledit_jax` has the 
 - A kind batch `[M, B, L]`: M micro-batches of B rows of L tokens (`input_ids`, `attention_mask`,
   `labels`), as `rledit_jax.data.KindBatch` lays them out.
 - `captures`: `{site: SiteCapture}` with arrays `[M, R, d]` (R rows per micro-batch, see `capture_step`).
+- Every pass runs on packed batches from the frozen prefix, with the head at answer positions only
+  (`packing.py`, `passes.py`).
 - `factors`: `{site: (K [N, d_in], C [N, d_out])}` with the site's shift `S = K^T C`, N = M * R;
   rows outside the capture mask are zero in K and contribute nothing.
 """
@@ -15,9 +17,9 @@ Names used throughout the method (the package docstring of `rledit_jax` has the 
 import jax
 import jax.numpy as jnp
 
-from rledit_jax import models, probes
+from rledit_jax import models
 from rledit_jax.dtypes import working_float
-from rledit_jax.method import losses, normalizer, shift
+from rledit_jax.method import normalizer, packing, passes, shift
 from rledit_jax.method.spec import Hypernets, Spec
 
 
@@ -26,56 +28,17 @@ def at_step(kind_batch, t):
     return jax.tree.map(lambda x: x[t], kind_batch)
 
 
-def flatten_micro_batches(batch):
-    """`[M, B, L]` arrays -> `[M * B, L]` (a plain dict of input_ids, attention_mask, labels)."""
-    return {
-        k: getattr(batch, k).reshape(-1, batch.input_ids.shape[-1]) for k in ("input_ids", "attention_mask", "labels")
-    }
-
-
-def forward_kind(model, params, batch):
-    """Logits `[..., M, B, L, V]` of a kind batch with leading axes `[..., M, B, L]`."""
-    lead = batch.input_ids.shape
-    logits = models.forward_layers(
-        model, params, batch.input_ids.reshape(-1, lead[-1]), batch.attention_mask.reshape(-1, lead[-1])
-    )
-    return logits.reshape(*lead, -1)
-
-
 def capture_step(spec: Spec, params, kernels, batch):
-    """Keys/value-gradients of a step's edit micro-batches under `kernels`.
+    """Keys/value-gradients of a step's edit micro-batches `[M, B, L]` under `kernels`.
 
-    One forward/backward over all M micro-batches at once: the loss is the sum of the micro-batch mean
-    CEs, so every row's gradient is exactly that of its own micro-batch's loss. Returns
-    `{site: SiteCapture}` with arrays `[M, R, d]` and `row_mask` `[M, R]`: R = B * L rows, or with
-    `token="ans"` and `spec.lengths.edit = A` (at least the longest answer) only each example's answer
-    positions, R = B * A. Dropping rows outside the mask changes no result (they are zero) but makes
-    every shift's factors, and their N x N solve, that much smaller.
+    Packed (`packing.py`) and run from the frozen prefix (`passes.py`); returns `{site: SiteCapture}`
+    with arrays `[M, R, d]` and `row_mask` `[M, R]`: R = B * A answer rows (`token="ans"`, A =
+    `spec.lengths.edit.answers`) or B * L (`"all"`). Rows outside the mask are zero in K and G, so they
+    change no result, and dropping them makes every shift's factors, and its N x N solve, smaller.
     """
-    m, b, l = batch.input_ids.shape
-    token, answer_rows = spec.hparams.token, spec.lengths.edit
-
-    def loss_fn(logits, labels):
-        return jnp.sum(losses.micro_batch_cross_entropy(logits.reshape(m, b, l, -1), labels.reshape(m, b, l)))
-
-    _, captures = probes.capture_with_loss(
-        spec.model,
-        models.set_sites(spec.model, params, kernels),
-        spec.layout.names,
-        flatten_micro_batches(batch),
-        token,
-        loss_fn,
-    )
-    if token == "ans" and answer_rows is not None:
-        positions, valid = losses.answer_positions(batch.labels, answer_rows)  # [M, B, A]
-        rows = (jnp.arange(m)[:, None, None] * b * l + jnp.arange(b)[None, :, None] * l + positions).reshape(-1)
-        valid = valid.reshape(m, b * answer_rows)
-        pick = lambda x: jnp.where(valid[..., None], x[rows].reshape(m, b * answer_rows, -1), 0.0)
-        return {
-            site: probes.SiteCapture(keys=pick(cap.keys), value_grads=pick(cap.value_grads), row_mask=valid)
-            for site, cap in captures.items()
-        }
-    return {site: jax.tree.map(lambda x: x.reshape(m, b * l, *x.shape[1:]), cap) for site, cap in captures.items()}
+    packed = packing.pack(batch, spec.lengths.edit)
+    hidden = passes.prefix(spec, params, packed)
+    return passes.capture(spec, params, kernels, hidden, packed, spec.hparams.token)
 
 
 def update_norms(spec: Spec, norms, captures):

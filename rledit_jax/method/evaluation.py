@@ -9,10 +9,10 @@ rows of the edit / equiv / unrel batches (`fact_index >= 0`).
 import jax
 import jax.numpy as jnp
 
-from rledit_jax import models
 from rledit_jax.jit import program
 from rledit_jax.method import edit_step as es
-from rledit_jax.method import losses
+from rledit_jax.method import losses, packing, passes
+from rledit_jax.method.packing import KindLengths
 from rledit_jax.method.spec import Hypernets, Spec
 
 SCORES = {"edit": "ES", "equiv": "GS", "unrel": "LS"}
@@ -31,15 +31,15 @@ def edit_sequence(spec: Spec, params, hypernets: Hypernets, batches):
     return kernels, hypernets, factors
 
 
-def row_scores(spec: Spec, params, kernels, kind_batch):
-    """Per-row score `[T, M, B]` of a kind batch on the edited model."""
-    edited = models.set_sites(spec.model, params, kernels)
+def row_scores(spec: Spec, params, kernels, kind_batch, lengths: KindLengths):
+    """Per-row score `[T, M, B]` of a kind batch (packed with `lengths`) on the edited model."""
 
     def score(batch):
-        logits = es.forward_kind(spec.model, edited, batch)
+        packed = packing.pack(batch, lengths)
+        logits = passes.answer_logits(spec, params, kernels, passes.prefix(spec, params, packed), packed)
         if spec.metric == "token":
-            return losses.token_accuracy(logits, batch.labels)
-        return losses.new_beats_old(logits, batch.labels, batch.old_labels)
+            return losses.token_accuracy(logits, packed.labels)
+        return losses.new_beats_old(logits, packed.labels, packed.old_labels)
 
     return jax.lax.map(score, kind_batch)
 
@@ -55,7 +55,7 @@ def evaluate(spec: Spec, params, hypernets: Hypernets, batches):
     rows, scores = {}, {}
     for kind, name in SCORES.items():
         kind_batch = getattr(batches, kind)
-        rows[kind] = row_scores(spec, params, kernels, kind_batch)
+        rows[kind] = row_scores(spec, params, kernels, kind_batch, getattr(spec.lengths, kind))
         real = kind_batch.fact_index >= 0
         scores[name] = jnp.sum(jnp.where(real, rows[kind], 0.0)) / jnp.sum(real)
     return scores, rows, hypernets, factors if spec.keep_factors else None

@@ -59,6 +59,8 @@ def make_layout(llm_config, edit_sites) -> SiteLayout:
     sites = []
     for name in edit_sites:
         models.site_path(llm_config, name)  # Unknown names fail here, listing the valid ones.
+        if llm_config.site_layer(name) >= llm_config.n_layers:
+            raise ValueError(f"{name!r} cannot be edited: the method applies the LM head at answer positions only")
         shape = shapes[name]
         sites.append(Site(name, shape, counts.get(shape, 0)))
         counts[shape] = counts.get(shape, 0) + 1

@@ -13,11 +13,10 @@ import dataclasses
 
 import flax.struct
 import jax
-import numpy as np
 
 from rledit_jax.config_schema import GRADIENT_MODES, METRICS, TOKEN_MODES
-from rledit_jax.data.tokenization import IGNORE
 from rledit_jax.method import hypernet, normalizer
+from rledit_jax.method.packing import Lengths
 from rledit_jax.method.sites import SiteLayout
 from rledit_jax.models.contract import ModelConfig
 
@@ -47,30 +46,13 @@ class HParams:
 
 
 @dataclasses.dataclass(frozen=True)
-class AnswerLengths:
-    """Static sizes of the answer axes: the longest answer, in tokens, of the edit and unrel kinds.
-
-    `edit` bounds the rows captured per example with `token="ans"` (None: every position, so a
-    capture keeps all `L` rows); `unrel` is the answer axis of the locality KL.
-    """
-
-    edit: int | None
-    unrel: int
-
-    @classmethod
-    def of(cls, batches) -> "AnswerLengths":
-        longest = lambda kind: max(1, int((np.asarray(kind.labels) != IGNORE).sum(-1).max()))
-        return cls(edit=longest(batches.edit), unrel=longest(batches.unrel))
-
-
-@dataclasses.dataclass(frozen=True)
 class Spec:
     """Everything that decides the structure of a compiled program of the method."""
 
     model: ModelConfig
     layout: SiteLayout
     hparams: HParams
-    lengths: AnswerLengths
+    lengths: Lengths  # static sizes of the packed steps (`packing.py`)
     gradient: str = "reference"  # how a training sequence's gradient is taken (config.train.gradient)
     metric: str = "token"  # the evaluation's per-row score: "token" accuracy or "counterfact"
     keep_factors: bool = False  # programs also return every step's shift factors (traces)

@@ -20,6 +20,8 @@ edited matrices. Instead the gradient is computed by hand in two scans:
 2. backward (reverse scan): rebuild `W_t = W_{t+1} - K_t^T C_t` from the step's output (the update is
    additive), recompute step t under `jax.vjp`, and push the cotangents of `W_{t+1}` and of the
    statistics back to `W_t` and the statistics before the step, while summing the hypernetwork's.
+   The rings of window prefixes (`sequence.Rings`) run backwards too: moving from step t+1 to t, the
+   slot of step t+1 takes step t+1-D's prefix, so every batch's prefix is computed once per scan.
 
 Peak memory is then T x (factors + normaliser statistics) plus one step's activations. Rebuilding
 `W_t` by subtraction is exact up to float32 rounding of `W` (one ulp per step), which perturbs the
@@ -39,37 +41,37 @@ from rledit_jax.method.spec import Hypernets, Spec
 MODES = ("unrolled", "unrolled_second_order")
 
 
-def step_objective(nets, kernels, spec: Spec, params, batches, norms, t):
+def step_objective(nets, kernels, spec: Spec, params, batches, norms, rings, t):
     """`(loss_t, (W_{t+1}, aux, norms'))` as a function of `(nets, W_t)`: what both scans evaluate.
 
-    `norms` are the statistics before step t.
+    `norms` are the statistics before step t; `rings` hold the prefixes of the window's steps.
     """
     captures = es.capture_step(spec, params, kernels, es.at_step(batches.edit, t))
     if spec.gradient != "unrolled_second_order":
         captures = jax.lax.stop_gradient(captures)
     norms = es.update_norms(spec, norms, captures)
-    unrel = sequence.window_of(batches.unrel, t, spec.hparams.back_depth)
-    window = sequence.Window.at(spec, batches, t, sequence.unrel_answer_logits(spec, params, kernels, unrel))
+    window = sequence.Window(batches, t, rings, pre_logits=None)
     loss, aux = sequence.step_loss(nets, spec, params, kernels, norms, captures, window)
     return loss, (es.apply_factors(kernels, aux["factors"]), aux, norms)
 
 
 def forward_trajectory(spec: Spec, params, hypernets: Hypernets, batches):
-    """The forward scan: `(W_T, norms after the sequence, per-step outputs)`; the outputs hold each
-    step's loss terms, shift factors and the normaliser statistics it started from."""
-    objective = functools.partial(step_objective, spec=spec, params=params, batches=batches)
+    """The forward scan: `(W_T, norms after the sequence, rings after it, per-step outputs)`; the outputs
+    hold each step's loss terms, shift factors and the normaliser statistics it started from."""
 
     def forward(carry, t):
-        kernels, norms = carry
-        loss, (kernels_next, aux, norms_next) = objective(hypernets.nets, kernels, norms=norms, t=t)
+        kernels, norms, rings = carry
+        rings = rings.push(spec, params, batches, t)
+        loss, (kernels_next, aux, norms_next) = step_objective(
+            hypernets.nets, kernels, spec, params, batches, norms, rings, t
+        )
         out = {"loss": loss, **{k: aux[k] for k in ("gen_loss", "loc_loss", "reg", "factors")}, "norms_before": norms}
-        return (kernels_next, norms_next), out
+        return (kernels_next, norms_next, rings), out
 
     n_steps = batches.edit.input_ids.shape[0]
-    (kernels, norms), outputs = jax.lax.scan(
-        forward, (es.base_kernels(spec, params), hypernets.norms), jnp.arange(n_steps)
-    )
-    return kernels, norms, outputs
+    init = (es.base_kernels(spec, params), hypernets.norms, sequence.Rings.empty(spec, params, batches))
+    (kernels, norms, rings), outputs = jax.lax.scan(forward, init, jnp.arange(n_steps))
+    return kernels, norms, rings, outputs
 
 
 def sequence_grads(spec: Spec, params, hypernets: Hypernets, batches):
@@ -77,27 +79,31 @@ def sequence_grads(spec: Spec, params, hypernets: Hypernets, batches):
     per-step outputs)`."""
     if spec.gradient not in MODES:
         raise ValueError(f"unrolled gradient mode must be one of {MODES}, got {spec.gradient!r}")
-    objective = functools.partial(step_objective, spec=spec, params=params, batches=batches)
-    kernels, norms_after, outputs = forward_trajectory(spec, params, hypernets, batches)
+    kernels, norms_after, rings, outputs = forward_trajectory(spec, params, hypernets, batches)
     zeros = functools.partial(jax.tree.map, jnp.zeros_like)
+    n_steps, depth = batches.edit.input_ids.shape[0], spec.hparams.back_depth
 
     def backward(carry, xs):
-        kernels_next, state_bar, grads = carry
+        kernels_next, state_bar, grads, rings = carry
         factors, norms_before, t = xs
         kernels = {s: kernels_next[s] - k.T @ c for s, (k, c) in factors.items()}
+        # The rings held steps t+1 .. t+2-D; step t's window needs t .. t+1-D in their place.
+        oldest = t + 1 - depth
+        rings = jax.lax.cond(
+            (t + 1 < n_steps) & (oldest >= 0), lambda r: r.push(spec, params, batches, oldest), lambda r: r, rings
+        )
 
         def loss_and_next(nets, kernels, norms):
-            loss, (kernels_next, _, norms_next) = objective(nets, kernels, norms=norms, t=t)
+            loss, (kernels_next, _, norms_next) = step_objective(nets, kernels, spec, params, batches, norms, rings, t)
             return loss, (kernels_next, norms_next)
 
         _, vjp = jax.vjp(loss_and_next, hypernets.nets, kernels, norms_before)
         nets_bar, *state_bar = vjp((jnp.ones((), working_float()), state_bar))
-        return (kernels, tuple(state_bar), jax.tree.map(jnp.add, grads, nets_bar)), None
+        return (kernels, tuple(state_bar), jax.tree.map(jnp.add, grads, nets_bar), rings), None
 
-    n_steps = batches.edit.input_ids.shape[0]
-    (_, _, grads), _ = jax.lax.scan(
+    (_, _, grads, _), _ = jax.lax.scan(
         backward,
-        (kernels, (zeros(kernels), zeros(norms_after)), zeros(hypernets.nets)),
+        (kernels, (zeros(kernels), zeros(norms_after)), zeros(hypernets.nets), rings),
         (outputs["factors"], outputs.pop("norms_before"), jnp.arange(n_steps)),
         reverse=True,
     )

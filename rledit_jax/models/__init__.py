@@ -3,8 +3,9 @@
 `params` is the nested dict described in `layers.py` / the architecture module (HF names, kernels
 `[d_in, d_out]`). `config` is the architecture's frozen config dataclass, which satisfies the model
 contract (`contract.ModelConfig`): it is the static argument of jitted functions. Inputs are
-`input_ids`, `attention_mask` `[B, T]` (right padding); logits are `[B, T, vocab]` float32; hidden
-states entering block `layer` are `[B, T, d_model]` in the model's dtype.
+`input_ids` `[B, T]` with an `attention_mask` `[B, T]` (right-padded rows) or `layers.Segments`
+(sequences packed into rows: each token's sequence id and position); logits are `[B, T, vocab]`
+float32; hidden states entering block `layer` are `[B, T, d_model]` in the model's dtype.
 """
 
 import re
@@ -39,9 +40,10 @@ def _module(config):
     return registry.architecture(config.model_type).module(config)
 
 
-def _check_length(config, input_ids) -> None:
-    if input_ids.shape[1] > config.max_length:
-        raise ValueError(f"sequence length {input_ids.shape[1]} exceeds the model's {config.max_length} positions")
+def _check_length(config, x, attention_mask) -> None:
+    """Right-padded rows must fit the model's positions (packed rows' sequences are checked when built)."""
+    if not isinstance(attention_mask, layers.Segments) and x.shape[1] > config.max_length:
+        raise ValueError(f"sequence length {x.shape[1]} exceeds the model's {config.max_length} positions")
 
 
 @program
@@ -50,17 +52,24 @@ def forward(config, params, input_ids, attention_mask):
     return forward_layers(config, params, input_ids, attention_mask)
 
 
+def _segments(attention_mask) -> layers.Segments | None:
+    if attention_mask is None or isinstance(attention_mask, layers.Segments):
+        return attention_mask
+    return layers.Segments.of_mask(attention_mask)
+
+
 def forward_layers(config, params, x, attention_mask, *, start: int = 0, stop: int | None = None):
     """Blocks `start .. stop - 1`, then (when `stop` is None) the head (traceable, not jitted).
 
     `x`: `input_ids` `[B, T]` when `start == 0`, else the hidden states entering block `start`
     (`start == n_layers`: the last block's output, so only the head runs; `attention_mask` is then
-    unused). With `stop` None the result is the logits `[B, T, V]` (float32: the final norm, the LM
-    head and any soft-capping), else the hidden states entering block `stop` (`stop == n_layers`: the
-    last block's output, before the final norm).
+    unused and may be None). `attention_mask`: `[B, T]` 0/1, or `layers.Segments`. With `stop` None
+    the result is the logits `[B, T, V]` (float32: the final norm, the LM head and any soft-capping),
+    else the hidden states entering block `stop` (`stop == n_layers`: the last block's output, before
+    the final norm).
     """
-    _check_length(config, x)
-    return _module(config).apply({"params": params}, x, attention_mask, start, stop)
+    _check_length(config, x, attention_mask)
+    return _module(config).apply({"params": params}, x, _segments(attention_mask), start, stop)
 
 
 def forward_with_probes(config, params, probes, x, attention_mask, *, start: int = 0, stop: int | None = None):
@@ -69,7 +78,7 @@ def forward_with_probes(config, params, probes, x, attention_mask, *, start: int
     Returns `(logits or hidden, keys)` with `keys[site]` the site's input `[B, T, d_in]`. Sites must
     lie in the blocks that run.
     """
-    _check_length(config, x)
+    _check_length(config, x, attention_mask)
     probe_tree: dict = {}
     for site, value in probes.items():
         node = probe_tree
@@ -77,7 +86,7 @@ def forward_with_probes(config, params, probes, x, attention_mask, *, start: int
             node = node.setdefault(key, {})
         node["output"] = value
     logits, state = _module(config).apply(
-        {"params": params, layers.PROBES: probe_tree}, x, attention_mask, start, stop, mutable=[layers.KEYS]
+        {"params": params, layers.PROBES: probe_tree}, x, _segments(attention_mask), start, stop, mutable=[layers.KEYS]
     )
     keys = {}
     for site in probes:
@@ -91,7 +100,7 @@ def forward_with_probes(config, params, probes, x, attention_mask, *, start: int
 def init_params(config, rng) -> dict:
     """Random params (normal(0.02) weights, unit norms) for a config, e.g. the tiny default."""
     dummy = jnp.zeros((1, 1), jnp.int32)
-    return _module(config).init(rng, dummy, jnp.ones_like(dummy))["params"]
+    return _module(config).init(rng, dummy, layers.Segments.of_mask(jnp.ones_like(dummy)))["params"]
 
 
 def site_shapes(config) -> dict[str, tuple[int, int]]:

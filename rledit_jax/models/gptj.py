@@ -1,11 +1,12 @@
 """GPT-J as a Flax linen module, its HF config conversion and its HF weight-name table.
 
-Shapes: `input_ids`, `attention_mask` are `[B, T]` (right padding, mask 1 on real tokens); logits are
-`[B, T, vocab]` float32. Per layer, one LayerNorm (`ln_1`) feeds attention and MLP in parallel:
-`x + attn(ln_1(x)) + mlp(ln_1(x))`. Rotary embeddings act on the first `rotary_dim` dims of each head in
-GPT-J's interleaved convention: dims (2i, 2i+1) form a pair rotated by angle `pos * 10000^(-2i/rotary_dim)`.
-Positions are `0..T-1` for every row (as HF does without `position_ids`), which is exact for right
-padding.
+Shapes: `input_ids` `[B, T]` with their `layers.Segments` (one sequence per right-padded row, or
+several packed into a row); logits are `[B, T, vocab]` float32. Per layer, one LayerNorm (`ln_1`)
+feeds attention and MLP in parallel: `x + attn(ln_1(x)) + mlp(ln_1(x))`. Rotary embeddings act on
+the first `rotary_dim` dims of each head in GPT-J's interleaved convention: dims (2i, 2i+1) form a
+pair rotated by angle `pos * 10000^(-2i/rotary_dim)`.
+Positions are each token's position within its own sequence (`Segments.positions`; `0..T-1` for a
+right-padded row, as HF does without `position_ids`).
 
 Params keep HF names as nested dicts, e.g. `params["transformer"]["h"]["22"]["mlp"]["fc_out"]["kernel"]`
 (`[d_in, d_out]`, the transpose of HF's `weight`; see `layers.py`). LayerNorm `weight` is `scale`,
@@ -197,7 +198,7 @@ class Attention(nn.Module):
     config: GPTJConfig
 
     @nn.compact
-    def __call__(self, x, bias):
+    def __call__(self, x, bias, positions):
         cfg = self.config
         dense = lambda name: layers.Linear(
             cfg.n_embd, use_bias=False, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name
@@ -205,7 +206,8 @@ class Attention(nn.Module):
         b, t, _ = x.shape
         heads = lambda y: y.reshape(b, t, cfg.n_head, cfg.head_dim)
         q, k, v = heads(dense("q_proj")(x)), heads(dense("k_proj")(x)), heads(dense("v_proj")(x))
-        q, k = layers.rotary_interleaved(q, cfg.rotary_dim), layers.rotary_interleaved(k, cfg.rotary_dim)
+        rotary = lambda y: layers.rotary_interleaved(y, positions, cfg.rotary_dim)
+        q, k = rotary(q), rotary(k)
         out = layers.dot_product_attention(q, k, v, bias, cfg.head_dim**-0.5)
         return dense("out_proj")(out.reshape(b, t, cfg.n_embd))
 
@@ -226,10 +228,10 @@ class Block(nn.Module):
     config: GPTJConfig
 
     @nn.compact
-    def __call__(self, x, bias):
+    def __call__(self, x, bias, positions):
         cfg = self.config
         h = layers.LayerNorm(cfg.layer_norm_epsilon, cfg.dtype, cfg.param_dtype, name="ln_1")(x)
-        return x + Attention(cfg, name="attn")(h, bias) + MLP(cfg, name="mlp")(h)
+        return x + Attention(cfg, name="attn")(h, bias, positions) + MLP(cfg, name="mlp")(h)
 
 
 class Layers(nn.Module):
@@ -238,9 +240,10 @@ class Layers(nn.Module):
     config: GPTJConfig
 
     @nn.compact
-    def __call__(self, x, bias, start: int, stop: int):
+    def __call__(self, x, segments: layers.Segments, start: int, stop: int):
+        bias = layers.causal_bias(segments)
         for i in range(start, stop):
-            x = Block(self.config, name=str(i))(x, bias)
+            x = Block(self.config, name=str(i))(x, bias, segments.positions)
         return x
 
 
@@ -248,27 +251,27 @@ class Transformer(nn.Module):
     config: GPTJConfig
 
     @nn.compact
-    def __call__(self, x, attention_mask, start: int, stop: int, head: bool):
+    def __call__(self, x, segments: layers.Segments, start: int, stop: int, head: bool):
         cfg = self.config
         if start == 0:
             x = layers.Embed(cfg.vocab_size, cfg.n_embd, cfg.dtype, cfg.param_dtype, name="wte")(x)
         if start < stop:
-            x = Layers(cfg, name="h")(x, layers.causal_bias(attention_mask), start, stop)
+            x = Layers(cfg, name="h")(x, segments, start, stop)
         if not head:
             return x
         return layers.LayerNorm(cfg.layer_norm_epsilon, cfg.dtype, cfg.param_dtype, name="ln_f")(x)
 
 
 class GPTJForCausalLM(nn.Module):
-    """`(input_ids or hidden, attention_mask) -> logits or hidden`: see `rledit_jax.models.forward_layers`."""
+    """`(input_ids or hidden, segments) -> logits or hidden`: see `rledit_jax.models.forward_layers`."""
 
     config: GPTJConfig
 
     @nn.compact
-    def __call__(self, x, attention_mask, start: int = 0, stop: int | None = None):
+    def __call__(self, x, segments: layers.Segments | None, start: int = 0, stop: int | None = None):
         cfg = self.config
         head = stop is None
-        x = Transformer(cfg, name="transformer")(x, attention_mask, start, cfg.n_layer if head else stop, head)
+        x = Transformer(cfg, name="transformer")(x, segments, start, cfg.n_layer if head else stop, head)
         if not head:
             return x
         logits = layers.Linear(

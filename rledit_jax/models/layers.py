@@ -9,6 +9,8 @@ its output), that array is added to the output, and when the `keys` collection i
 stores its input there. `jax.grad` with respect to the zero probe is the value-gradient.
 """
 
+from typing import NamedTuple
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -86,26 +88,45 @@ def gelu_new(x):
     return 0.5 * x * (1.0 + jnp.tanh(jnp.sqrt(2.0 / jnp.pi) * (x + 0.044715 * jnp.power(x, 3.0))))
 
 
-def causal_bias(attention_mask):
-    """Additive attention bias `[B, 1, T, T]` (working float): 0 where query i may see key j (j <= i
-    and key j is a real token), the float32 minimum elsewhere. `attention_mask` is `[B, T]`."""
-    t = attention_mask.shape[1]
-    causal = jnp.tril(jnp.ones((t, t), dtype=bool))
-    allowed = causal[None, None] & attention_mask.astype(bool)[:, None, None, :]
-    return jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min).astype(working_float())
+class Segments(NamedTuple):
+    """Which tokens of a `[B, T]` input belong together, and where each sits in its own sequence.
+
+    `ids` `[B, T]` int32: the sequence a token belongs to (-1: padding); a token attends to the
+    earlier tokens of its own sequence only. `positions` `[B, T]` int32: its position in that
+    sequence (rotary embeddings use it). Right-padded rows (one sequence per row) are `of_mask`;
+    several sequences packed into one row carry their own ids and positions.
+    """
+
+    positions: jax.Array
+    ids: jax.Array
+
+    @classmethod
+    def of_mask(cls, attention_mask) -> "Segments":
+        """Right-padded rows: positions `0..T-1`, id 0 on the real tokens (mask 1), -1 on padding."""
+        b, t = attention_mask.shape
+        ids = jnp.where(attention_mask.astype(bool), 0, -1).astype(jnp.int32)
+        return cls(positions=jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t)), ids=ids)
 
 
-def rotary_interleaved(x, rotary_dim: int, theta: float = 10000.0):
-    """GPT-J's rotary embedding of `x` `[B, T, H, head_dim]` at positions `0..T-1`.
+def causal_bias(segments: Segments):
+    """Additive attention bias `[B, 1, T, T]` (working float): 0 where query i may see key j (both in
+    the same sequence, j not after i), the float32 minimum elsewhere (padding sees nothing)."""
+    ids, pos = segments.ids, segments.positions
+    same = (ids[:, :, None] == ids[:, None, :]) & (ids[:, None, :] >= 0)
+    allowed = same & (pos[:, None, :] <= pos[:, :, None])
+    return jnp.where(allowed[:, None], 0.0, jnp.finfo(jnp.float32).min).astype(working_float())
+
+
+def rotary_interleaved(x, positions, rotary_dim: int, theta: float = 10000.0):
+    """GPT-J's rotary embedding of `x` `[B, T, H, head_dim]` at `positions` `[B, T]`.
 
     Only the first `rotary_dim` dims rotate; dims (2i, 2i+1) form a pair rotated by the angle
     `pos * theta^(-2i / rotary_dim)` ("rotate every two").
     """
-    positions = jnp.arange(x.shape[1])
     inv_freq = 1.0 / (theta ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
-    angles = positions.astype(jnp.float32)[:, None] * inv_freq  # [T, rotary_dim/2]
-    sin = jnp.repeat(jnp.sin(angles), 2, axis=-1)[None, :, None, :].astype(x.dtype)
-    cos = jnp.repeat(jnp.cos(angles), 2, axis=-1)[None, :, None, :].astype(x.dtype)
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, rotary_dim/2]
+    sin = jnp.repeat(jnp.sin(angles), 2, axis=-1)[:, :, None, :].astype(x.dtype)
+    cos = jnp.repeat(jnp.cos(angles), 2, axis=-1)[:, :, None, :].astype(x.dtype)
     rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
     # (a0, a1, a2, a3, ...) -> (-a1, a0, -a3, a2, ...)
     swapped = jnp.stack([-rot[..., 1::2], rot[..., ::2]], axis=-1).reshape(rot.shape)

@@ -19,8 +19,9 @@ import transformers
 
 from rledit_jax import data, editing, models
 from rledit_jax.editing import export
+from rledit_jax.method.packing import KindLengths, Lengths
 from rledit_jax.method.sites import make_layout
-from rledit_jax.method.spec import AnswerLengths, HParams, Spec, init_hypernets
+from rledit_jax.method.spec import HParams, Spec, init_hypernets
 from tests.tiny_hf import make_gptj
 
 SITES = ("transformer.h.1.mlp.fc_out", "transformer.h.0.mlp.fc_in")  # two shapes, two hypernetworks
@@ -50,7 +51,7 @@ def make_session(path, dtype=None):
         model=llm_config,
         layout=make_layout(llm_config, SITES),
         hparams=hparams(0.3),
-        lengths=AnswerLengths(edit=None, unrel=1),
+        lengths=Lengths(edit=KindLengths(answers=1, tokens=1)),  # set per batch by the session
     )
     return editing.EditSession(spec, params, data.TinyTokenizer(), batch_size=2, max_requests=3)
 

@@ -14,7 +14,7 @@ from rledit_jax.editing import requests as req
 from rledit_jax.editing import state as st
 from rledit_jax.editing.session import copy_state
 from rledit_jax.method import edit_step as es
-from rledit_jax.method import evaluation, shift
+from rledit_jax.method import evaluation, packing, passes, shift
 from rledit_jax.method.spec import HParams, init_hypernets
 from tests.config_files import load_config
 
@@ -84,10 +84,13 @@ def test_edit_equals_edit_step(session, hyper):
     kernels = copy_state(state).kernels  # `edit` consumes the state
     batch = session.make_batch(BATCH_A)
     new, record = session.edit(state, batch)
-    ref_kernels, ref_hyper, ref_factors = edit_step_jit(session.spec, session.params, hyper, kernels, batch)
+    spec = session.batch_spec(batch)
+    ref_kernels, ref_hyper, ref_factors = edit_step_jit(spec, session.params, hyper, kernels, batch)
     ref_norms = ref_hyper.norms
 
-    answer = (np.asarray(batch.labels) != data.IGNORE).reshape(-1)
+    # The edit step's rows: every answer position (packed; its mask marks the real ones).
+    answer = np.asarray(passes.capture_rows(packing.pack(batch, spec.lengths.edit), "ans")[1]).reshape(-1)
+    assert answer.sum() == (np.asarray(batch.labels) != data.IGNORE).sum()
     assert record.n_rows == answer.sum() > 0 and record.batch_id == 0
     for shape in norms:
         for field in ("n", "mean", "m2", "std"):
@@ -117,10 +120,11 @@ def test_sequence_equals_evaluation_loop(session, hyper):
     for batch in batches:
         state, _ = session.edit(state, batch)
     stacked = jax.tree.map(lambda *x: jax.numpy.stack(x), *batches)
-    # The evaluation loop, every row kept (the session's spec has no answer-row bound).
-    assert session.spec.lengths.edit is None
+    # The evaluation loop, with the spec the session edited both batches with.
+    spec = session.batch_spec(batches[0])
+    assert session.batch_spec(batches[1]) == spec
     ref_kernels, ref_hyper, ref_factors = evaluation.edit_sequence(
-        session.spec, session.params, hyper, type("StepBatches", (), {"edit": stacked})
+        spec, session.params, hyper, type("StepBatches", (), {"edit": stacked})
     )
     ref_norms = ref_hyper.norms
     for site in session.layout.names:

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from rledit_jax.jit import program
-from rledit_jax.method import shift, unrolled
+from rledit_jax.method import edit_step, sequence, shift, unrolled
 from rledit_jax.method.spec import HParams
 
 # The trajectory-gradient tests' hyperparameters: no clipping (a plain sum of gradients), a window of 2.
@@ -38,17 +38,22 @@ def stop_carry_grads(spec, params, hypernets, batches):
     torch oracle): the trajectory's own gradient without what flows between steps.
     """
     spec = dataclasses.replace(spec, gradient="unrolled")
-    kernels, _, outputs = unrolled.forward_trajectory(spec, params, hypernets, batches)
 
-    def backward(carry, xs):
-        kernels_next, grads = carry
-        factors, norms_before, t = xs
-        kernels = {s: kernels_next[s] - k.T @ c for s, (k, c) in factors.items()}
-        step_loss = lambda nets: unrolled.step_objective(nets, kernels, spec, params, batches, norms_before, t)[0]
-        return (kernels, jax.tree.map(jnp.add, grads, jax.grad(step_loss)(hypernets.nets))), None
+    def step(carry, t):
+        kernels, norms, rings, grads = carry
+        rings = rings.push(spec, params, batches, t)
 
-    n_steps = batches.edit.input_ids.shape[0]
-    zeros = jax.tree.map(jnp.zeros_like, hypernets.nets)
-    xs = (outputs["factors"], outputs["norms_before"], jnp.arange(n_steps))
-    (_, grads), _ = jax.lax.scan(backward, (kernels, zeros), xs, reverse=True)
+        def step_loss(nets):
+            return unrolled.step_objective(nets, kernels, spec, params, batches, norms, rings, t)
+
+        (_, (kernels_next, _, norms_next)), g = jax.value_and_grad(step_loss, has_aux=True)(hypernets.nets)
+        return (kernels_next, norms_next, rings, jax.tree.map(jnp.add, grads, g)), None
+
+    init = (
+        edit_step.base_kernels(spec, params),
+        hypernets.norms,
+        sequence.Rings.empty(spec, params, batches),
+        jax.tree.map(jnp.zeros_like, hypernets.nets),
+    )
+    (_, _, _, grads), _ = jax.lax.scan(step, init, jnp.arange(batches.edit.input_ids.shape[0]))
     return grads

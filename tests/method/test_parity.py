@@ -19,8 +19,9 @@ import torch
 from rledit_jax import data, models
 from rledit_jax.method import edit_step as es
 from rledit_jax.method import evaluation, reference_io, sequence, train_step
+from rledit_jax.method.packing import Lengths
 from rledit_jax.method.sites import make_layout
-from rledit_jax.method.spec import AnswerLengths, HParams, Spec
+from rledit_jax.method.spec import HParams, Spec
 from tests.oracle import torch_rledit as oracle
 from tests.tiny_hf import make_gptj
 
@@ -127,7 +128,7 @@ def hparams(**overrides):
 
 
 def spec_of(llm_config, layout, hp, batches, **fields):
-    return Spec(model=llm_config, layout=layout, hparams=hp, lengths=AnswerLengths.of(batches), **fields)
+    return Spec(model=llm_config, layout=layout, hparams=hp, lengths=Lengths.of(batches), **fields)
 
 
 CASES = {
@@ -252,5 +253,7 @@ def test_evaluation_matches_oracle(tmp_root, metric):
     # On this random model, argmax accuracy stays 0 (the shifts above are what is compared); the
     # CounterFact comparison must move with the edits for the row check to mean something.
     if metric == "counterfact":
-        base = evaluation.row_scores(program, params, es.base_kernels(program, params), batches.edit)
+        base = evaluation.row_scores(
+            program, params, es.base_kernels(program, params), batches.edit, program.lengths.edit
+        )
         assert not np.allclose(np.asarray(base), np.asarray(rows["edit"]))

@@ -16,8 +16,9 @@ import pytest
 from rledit_jax import data, models
 from rledit_jax.method import edit_step as es
 from rledit_jax.method import sequence, unrolled
+from rledit_jax.method.packing import Lengths
 from rledit_jax.method.sites import make_layout
-from rledit_jax.method.spec import AnswerLengths, Spec, init_hypernets
+from rledit_jax.method.spec import Spec, init_hypernets
 from tests.method.helpers import UNROLLED_HP, stop_carry_grads
 
 SITES = ("transformer.h.0.mlp.fc_out", "transformer.h.1.mlp.fc_out")
@@ -47,7 +48,7 @@ def problem(n_steps, dtype="float32", seed=0):
     leaves, tree = jax.tree.flatten(hypernets.nets)
     keys = jax.random.split(jax.random.PRNGKey(seed + 2), len(leaves))
     nets = tree.unflatten([x + 0.05 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)])
-    spec = Spec(model=config, layout=layout, hparams=hp, lengths=AnswerLengths.of(batches))
+    spec = Spec(model=config, layout=layout, hparams=hp, lengths=Lengths.of(batches))
     return spec, params, hypernets.replace(nets=nets), batches
 
 
@@ -64,11 +65,12 @@ def plain_sequence_loss(nets, spec, params, hypernets, batches):
     """sum_t loss_t by a differentiable scan: autodiff stores every step (fine at this size)."""
 
     def step(carry, t):
-        kernels, norms = carry
-        loss, (kernels, _, norms) = unrolled.step_objective(nets, kernels, spec, params, batches, norms, t)
-        return (kernels, norms), loss
+        kernels, norms, rings = carry
+        rings = rings.push(spec, params, batches, t)
+        loss, (kernels, _, norms) = unrolled.step_objective(nets, kernels, spec, params, batches, norms, rings, t)
+        return (kernels, norms, rings), loss
 
-    carry = (es.base_kernels(spec, params), hypernets.norms)
+    carry = (es.base_kernels(spec, params), hypernets.norms, sequence.Rings.empty(spec, params, batches))
     return jnp.sum(jax.lax.scan(step, carry, jnp.arange(batches.edit.input_ids.shape[0]))[1])
 
 

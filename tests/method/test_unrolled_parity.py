@@ -13,8 +13,9 @@ import torch
 
 from rledit_jax import data, models
 from rledit_jax.method import reference_io, unrolled
+from rledit_jax.method.packing import Lengths
 from rledit_jax.method.sites import make_layout
-from rledit_jax.method.spec import AnswerLengths, Spec
+from rledit_jax.method.spec import Spec
 from tests.method.helpers import UNROLLED_HP as HP
 from tests.method.helpers import stop_carry_grads
 from tests.method.test_parity import perturb, to_oracle_steps
@@ -71,7 +72,7 @@ def test_unrolled_grads_match_torch(problem, mode):
             model=llm_config,
             layout=make_layout(llm_config, SITES),
             hparams=HP,
-            lengths=AnswerLengths.of(batches),
+            lengths=Lengths.of(batches),
             gradient="unrolled" if mode == "stop_carry" else mode,
         )
         if mode == "stop_carry":

@@ -20,8 +20,9 @@ import numpy as np
 from rledit_jax import config_schema, config_validation, data, models, probes
 from rledit_jax.cli import train
 from rledit_jax.method import edit_step, hypernet, losses, normalizer, reference_io, sequence, shift
+from rledit_jax.method.packing import KindLengths, Lengths
 from rledit_jax.method.sites import Site, SiteLayout, make_layout
-from rledit_jax.method.spec import AnswerLengths, HParams, Hypernets, Spec
+from rledit_jax.method.spec import HParams, Hypernets, Spec
 
 # A config our validation refuses (e.g. data.batch_size > data.n_edits).
 ConfigError = config_validation.ConfigError
@@ -46,7 +47,9 @@ def normaliser_update(state, x, mask=None):
 def _spec(llm_config, layout) -> Spec:
     """A spec for the pieces that read only the model and the layout (hyperparameters unused)."""
     hparams = HParams(1, 1, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1, "ans")
-    return Spec(model=llm_config, layout=layout, hparams=hparams, lengths=AnswerLengths(edit=None, unrel=1))
+    return Spec(
+        model=llm_config, layout=layout, hparams=hparams, lengths=Lengths(edit=KindLengths(answers=1, tokens=1))
+    )
 
 
 def step_normaliser_update(sites, norms, captures):
