@@ -38,106 +38,87 @@ class Task:
         return self.tie
 
 
-def _binary(yes: str, no: str) -> tuple[tuple[str, int], ...]:
-    return ((yes, 1), (no, 0))
+def _label(r) -> int:
+    return int(r["label"])
 
 
-_CHOICES = (("A", 0), ("B", 1), ("C", 2), ("D", 3))
-_CHOICE_LINES = (("a\n", 0), ("b\n", 1), ("c\n", 2), ("d\n", 3))
+def _binary(name, prompt, yes, no, marker, *, label=_label, no_first=False) -> Task:
+    """Candidates `yes` (label 1) and `no` (0); the parse looks for them lower-cased, `yes` first."""
+    keywords = ((yes.lower(), 1), (no.lower(), 0))
+    return Task(name, prompt, label, ((yes, 1), (no, 0)), 0, marker, keywords[::-1] if no_first else keywords)
+
+
+def _four_way(name, prompt, label) -> Task:
+    """Candidates " A" .. " D" (labels 0 .. 3); the answer is the first of "a\n" .. "d\n" in the continuation."""
+    letters = tuple(zip("ABCD", range(4)))
+    return Task(name, prompt, label, letters, -1, None, tuple((f"{c.lower()}\n", i) for c, i in letters))
+
+
+def _options(gap: str, options) -> str:
+    return "".join(f"({letter}){gap}{option}\n" for letter, option in zip("ABCD", options))
+
+
+def _mmlu_prompt(r) -> str:  # mmlu_eval.py
+    return f"Question: {r['question']}\n{_options(' ', r['choices'])}Answer:"
+
+
+def _dialogue_prompt(r) -> str:  # dialogue_eval.py: no space after "(A)"
+    return f"Q: Given the following: {r['article']}\nWhich choice is correct?\n{_options('', r['options'])}Answer:"
+
+
 _SENTIMENT_PREFIX = (
     "For each snippet of text,label the sentiment of the text as positive or negative."
     "The answer should be exact 'positive' or 'negative'. text:"
 )
 
-
-def _mmlu_prompt(r):  # mmlu_eval.py
-    options = "".join(f"({letter}) {choice}\n" for letter, choice in zip("ABCD", r["choices"]))
-    return f"Question: {r['question']}\n{options}Answer:"
-
-
-def _dialogue_prompt(r):  # dialogue_eval.py: no space after "(A)"
-    options = "".join(f"({letter}){option}\n" for letter, option in zip("ABCD", r["options"]))
-    return f"Q: Given the following: {r['article']}\nWhich choice is correct?\n{options}Answer:"
-
-
 TASKS = {
     task.name: task
     for task in (
-        Task(  # sst_eval.py: no space after "Review :"
-            name="sst2",
-            prompt=lambda r: f"Review :{r['sentence']}\nSentiment :",
-            label=lambda r: int(r["label"]),
-            candidates=_binary("positive", "negative"),
-            tie=0,
-            marker="Sentiment :",
-            keywords=(("positive", 1), ("negative", 0)),
-        ),
-        Task(  # mrpc_eval.py
-            name="mrpc",
-            prompt=lambda r: (
+        # sst_eval.py: no space after "Review :"
+        _binary("sst2", lambda r: f"Review :{r['sentence']}\nSentiment :", "positive", "negative", "Sentiment :"),
+        _binary(  # mrpc_eval.py
+            "mrpc",
+            lambda r: (
                 "Are the sentences paraphrases of each other.\n"
                 f"Sentence 1: {r['sentence1']}\nSentence 2: {r['sentence2']}\nAnswer:"
             ),
-            label=lambda r: int(r["label"]),
-            candidates=_binary("Yes", "No"),
-            tie=0,
-            marker="Answer:",
-            keywords=(("yes", 1), ("no", 0)),
+            "Yes",
+            "No",
+            "Answer:",
         ),
-        Task(  # cola_eval.py: the prompt ends with "Answer: " (a space)
-            name="cola",
-            prompt=lambda r: f"Is this sentence linguistically acceptable?\nSentence: {r['sentence']}\nAnswer: ",
-            label=lambda r: int(r["label"]),
-            candidates=_binary("Yes", "No"),
-            tie=0,
-            marker="Answer:",
-            keywords=(("yes", 1), ("no", 0)),
+        _binary(  # cola_eval.py: the prompt ends with "Answer: " (a space)
+            "cola",
+            lambda r: f"Is this sentence linguistically acceptable?\nSentence: {r['sentence']}\nAnswer: ",
+            "Yes",
+            "No",
+            "Answer:",
         ),
-        Task(  # rte_eval.py: "false" is looked for before "true"
-            name="rte",
-            prompt=lambda r: f"{r['sentence1']}\nquestion: {r['sentence2']} True or False?\nanswer:",
-            label=lambda r: int(r["label"]),
-            candidates=_binary("True", "False"),
-            tie=0,
-            marker="answer:",
-            keywords=(("false", 0), ("true", 1)),
+        _binary(  # rte_eval.py: "false" is looked for before "true"
+            "rte",
+            lambda r: f"{r['sentence1']}\nquestion: {r['sentence2']} True or False?\nanswer:",
+            "True",
+            "False",
+            "answer:",
+            no_first=True,
         ),
-        Task(  # nli_eval.py: label "entailment" is 1, anything else 0
-            name="nli",
-            prompt=lambda r: f"{r['sentence1']} entails the {r['sentence2']} True or False? Answer:",
+        _binary(  # nli_eval.py: label "entailment" is 1, anything else 0
+            "nli",
+            lambda r: f"{r['sentence1']} entails the {r['sentence2']} True or False? Answer:",
+            "True",
+            "False",
+            "True or False? Answer:",
             label=lambda r: int(r["label"] == "entailment"),
-            candidates=_binary("True", "False"),
-            tie=0,
-            marker="True or False? Answer:",
-            keywords=(("true", 1), ("false", 0)),
         ),
-        Task(  # mmlu_eval.py: the answer is the first of "a\n" .. "d\n" in the continuation
-            name="mmlu",
-            prompt=_mmlu_prompt,
-            label=lambda r: int(r["answer"]),
-            candidates=_CHOICES,
-            tie=-1,
-            marker=None,
-            keywords=_CHOICE_LINES,
+        _four_way("mmlu", _mmlu_prompt, lambda r: int(r["answer"])),
+        # sentiment_analysis_eval.py: labels are the strings "0" / "1"
+        _binary(
+            "sentiment_analysis",
+            lambda r: f"{_SENTIMENT_PREFIX} {r['sentence']} answer:",
+            "positive",
+            "negative",
+            "answer:",
         ),
-        Task(  # sentiment_analysis_eval.py: labels are the strings "0" / "1"
-            name="sentiment_analysis",
-            prompt=lambda r: f"{_SENTIMENT_PREFIX} {r['sentence']} answer:",
-            label=lambda r: int(r["label"]),
-            candidates=_binary("positive", "negative"),
-            tie=0,
-            marker="answer:",
-            keywords=(("positive", 1), ("negative", 0)),
-        ),
-        Task(  # dialogue_eval.py: the answer is a letter "A" .. "D"
-            name="dialogue",
-            prompt=_dialogue_prompt,
-            label=lambda r: "ABCD".index(r["answers"]),
-            candidates=_CHOICES,
-            tie=-1,
-            marker=None,
-            keywords=_CHOICE_LINES,
-        ),
+        _four_way("dialogue", _dialogue_prompt, lambda r: "ABCD".index(r["answers"])),  # a letter "A" .. "D"
     )
 }
 
