@@ -9,6 +9,9 @@ BOS for Llama-like tokenizers, nothing for GPT-2-like ones) in front of the text
   reference drops the BOS from the suffix tokens, shifts the logits by one and subtracts one from the
   prompt length, which reads the same positions; the positions are those of the prompt's own
   tokenisation even where the joined text tokenises differently at the seam, as in the reference.
+  The reference takes its Llama branch only for models named "llama"; with another BOS tokenizer
+  (Mistral, Gemma) it would score the BOS as a suffix token. Here every BOS tokenizer is scored as
+  Llama's (a deliberate difference).
 - decoded text: `tokenizer.decode(ids, skip_special_tokens=True)`; the special ids dropped here are the
   prefix and `pad_token_id` (the eos where a tokenizer has no pad): all of GPT-2's and Llama-3's.
 """

@@ -68,6 +68,8 @@ def evaluate(
     """Scores and per-example records on the model with the sites' kernels replaced by `kernels`.
 
     `stop_ids`: where generation stops, as HF's does at its eos (`stopping.stop_ids_of(model_dir)`).
+    `rows`: examples per compiled call; each holds `[rows, length, vocab]` float32 logits (length up to
+    the next power of two above the longest prompt: 1024 for MMLU with the GPT-2 tokenizer).
     """
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
