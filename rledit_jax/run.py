@@ -140,6 +140,7 @@ def step_batches(config, tokenizer, facts, steps, max_length: int) -> data.StepB
 def setup(config) -> Run:
     """Builds the run of `config` (see the module docstring); raises on bad input before any weights load."""
     config_validation.validate(config)
+    train_facts, eval_facts, n_skipped = load_splits(config)
     llm_config = model_config_of(config.model)
     tokenizer = load_tokenizer(config)
     if tokenizer.vocab_size > llm_config.vocab_size:
@@ -147,7 +148,6 @@ def setup(config) -> Run:
             f"the tokenizer has {tokenizer.vocab_size} tokens, more than the model's vocabulary of "
             f"{llm_config.vocab_size} (set data.tokenizer_path to the model's own tokenizer)"
         )
-    train_facts, eval_facts, n_skipped = load_splits(config)
     train_sequences, eval_steps = edit_streams(config, len(train_facts), len(eval_facts))
     # All sequences are built together so every one has the same shapes (one compilation).
     all_train = step_batches(config, tokenizer, train_facts, sum(train_sequences, []), llm_config.max_length)

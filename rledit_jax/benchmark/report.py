@@ -18,6 +18,8 @@ batches with `transformers`' torch model, `benchmark/torch_passes.py`):
   final scoring        the scoring of every kind of the eval stream on edited kernels vs a torch
                        forward of every kind
   lifelong evaluation  `evaluation.evaluate` (T edit steps, then the scoring) vs the torch passes of both
+  plain fwd+bwd        one forward+backward of the first edit batch, padded to its length L, logits at every
+                       position, in both frameworks: the per-pass cost of XLA vs torch on equal work
 
 `temp MiB` is XLA's temporary buffers of the compiled program (`memory_analysis()`), `GFLOP` its FLOP
 estimate (a loop body counts once). With `--reference` and RLEDIT_REF_DIR set, the official code's
@@ -32,7 +34,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from rledit_jax import planning, run
+from rledit_jax import models, planning, probes, run
 from rledit_jax.benchmark import torch_passes
 from rledit_jax.benchmark.timing import MIB, LoadMeter, Measured, measure
 from rledit_jax.jit import program
@@ -53,6 +55,18 @@ def scoring_program(spec, params, kernels, batches):
         kind: evaluation.row_scores(spec, params, kernels, getattr(batches, kind), getattr(spec.lengths, kind))
         for kind in evaluation.SCORES
     }
+
+
+@program
+def plain_pass_program(spec, params, kernels, batch):
+    """One forward+backward of a padded batch `[R, L]` through the whole model, logits at every position:
+    the gradient of the mean answer CE w.r.t. the sites' kernels (the per-pass comparison with torch)."""
+
+    def loss(kernels):
+        logits = models.forward_layers(spec.model, models.set_sites(spec.model, params, kernels), *batch[:2])
+        return probes.masked_cross_entropy(logits, batch[2])
+
+    return jax.grad(loss)(kernels)
 
 
 def _fmt(x, spec):
@@ -87,6 +101,12 @@ def _header(r: run.Run, config_name: str) -> list[str]:
     return [*lines, ""]
 
 
+def _padded(kind_step):
+    """A step's kind batch `[M, B, L]` as one right-padded batch `(input_ids, attention_mask, labels)` `[M*B, L]`."""
+    l = kind_step.input_ids.shape[-1]
+    return tuple(getattr(kind_step, f).reshape(-1, l) for f in ("input_ids", "attention_mask", "labels"))
+
+
 def table(config, *, steps: int = 3, reference: bool = False, config_name: str = "") -> str:
     """Builds the run of `config`, measures every program and its torch passes, returns the table."""
     meter = LoadMeter()
@@ -113,6 +133,7 @@ def table(config, *, steps: int = 3, reference: bool = False, config_name: str =
         )[0],
         "scoring": measure(scoring_program, (eval_spec,), (params, kernels, evals), steps)[0],
         "evaluation": measure(evaluation.evaluate, (eval_spec,), (params, hypernets, evals), steps, donated=(1,))[0],
+        "plain": measure(plain_pass_program, (spec,), (params, kernels, _padded(train.step(0).edit)), steps)[0],
     }
     passes = torch_passes.TorchPasses(spec, r.params)
     tsteps, esteps = torch_passes.torch_steps(r.train_batches[0]), torch_passes.torch_steps(r.eval_batches)
@@ -125,6 +146,7 @@ def table(config, *, steps: int = 3, reference: bool = False, config_name: str =
         "edit": seconds(lambda: passes.forward_backward(esteps[0]["edit"])),
         "scoring": seconds(scoring_pass),
         "evaluation": seconds(lambda: (edit_pass(), scoring_pass())),
+        "plain": seconds(lambda: passes.forward_backward([torch_passes.padded(r.train_batches[0].step(0).edit)])),
     }
     names = {
         "sequence": f"train sequence ({n_steps} steps + Adam)",
@@ -132,6 +154,7 @@ def table(config, *, steps: int = 3, reference: bool = False, config_name: str =
         "edit": "edit step",
         "scoring": "final scoring (every kind)",
         "evaluation": f"lifelong evaluation ({n_steps} edits + scoring)",
+        "plain": "fwd+bwd of the padded edit batch alone",
     }
     cols = (
         f"{'program':<38}{'compile s':>10}{'median s':>10}{'min s':>10}{'torch s':>10}{'ratio':>7}"

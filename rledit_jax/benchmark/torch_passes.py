@@ -43,6 +43,13 @@ def micro_batches(kind_step) -> list[dict[str, torch.Tensor]]:
     return out
 
 
+def padded(kind_step) -> dict[str, torch.Tensor]:
+    """One step's kind batch `[M, B, L]` as a single right-padded batch `[M * B, L]` (padding rows included)."""
+    l = kind_step.input_ids.shape[-1]
+    fields = ("input_ids", "attention_mask", "labels")
+    return {f: torch.as_tensor(np.asarray(getattr(kind_step, f), np.int64).reshape(-1, l)) for f in fields}
+
+
 class TorchPasses:
     """The HF torch model of `(spec.model, params)` with gradients on the edit sites only."""
 

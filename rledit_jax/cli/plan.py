@@ -24,7 +24,8 @@ def _main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
-    config_validation.validate(f.config)
+    # Planning reads no data and, with --model, no model directory: paths need not exist.
+    config_validation.validate(f.config, check_files=False)
     cli_app.set_matmul_precision(f.config)
     unknown = sorted(set(f.modes) - set(config_schema.GRADIENT_MODES))
     if unknown:

@@ -84,6 +84,32 @@ class Window(NamedTuple):
     pre_logits: jax.Array | None
 
 
+def entry_terms(spec: Spec, params, kernels, shifted, window: Window, i):
+    """Entry `i` of the window (step `t - i`): `(gen_i, loc_i, post_logits [M, B, A, V], dL_i/d shifted,
+    dL_i/d kernels or None)`, with `L_i = decay^i (gen_i + loc_coef * loc_i)` its weighted loss."""
+    hp, lengths = spec.hparams, spec.lengths
+    depth = hp.back_depth
+    with_before = window.pre_logits is None
+    s = window.t - i
+    equiv = packing.pack(es.at_step(window.batches.equiv, s), lengths.equiv)
+    unrel = packing.pack(es.at_step(window.batches.unrel, s), lengths.unrel)
+    equiv_h, unrel_h = window.rings.equiv[s % depth], window.rings.unrel[s % depth]
+    weight = jnp.asarray(hp.time_decay, working_float()) ** i
+
+    def entry_loss(shifted, kernels):
+        logits = passes.answer_logits(spec, params, shifted, equiv_h, equiv)
+        gen_i = jnp.sum(losses.micro_batch_cross_entropy(logits, equiv.labels))
+        post = passes.answer_logits(spec, params, shifted, unrel_h, unrel)
+        pre = passes.answer_logits(spec, params, kernels, unrel_h, unrel) if with_before else window.pre_logits[i]
+        loc_i = jnp.sum(losses.micro_batch_kl(pre, post, unrel.answer_valid))
+        return weight * (gen_i + hp.loc_coef * loc_i), (gen_i, loc_i, post)
+
+    argnums = (0, 1) if with_before else 0
+    (_, (gen_i, loc_i, post)), grads = jax.value_and_grad(entry_loss, argnums, has_aux=True)(shifted, kernels)
+    g_shifted, g_kernels = grads if with_before else (grads, None)
+    return weight * gen_i, weight * loc_i, post, g_shifted, g_kernels
+
+
 def window_terms(spec: Spec, params, kernels, shifted, window: Window):
     """The window's loss terms and their gradients, entry by entry over its real entries.
 
@@ -92,43 +118,21 @@ def window_terms(spec: Spec, params, kernels, shifted, window: Window):
     the dense gradients of `gen + loc_coef * loc` w.r.t. `shifted` and (when `pre_logits` is None)
     w.r.t. `kernels` (else None). Its inputs are constants for autodiff: see `step_loss`.
     """
-    hp, lengths = spec.hparams, spec.lengths
-    depth = hp.back_depth
-    with_before = window.pre_logits is None
-    zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)
+    depth = spec.hparams.back_depth
     m, b = window.batches.unrel.input_ids.shape[1:3]
-    post0 = jnp.zeros((depth, m, b, lengths.unrel.answers, spec.model.vocab_size), working_float())
+    f = working_float()
+    add = lambda acc, g: None if acc is None else jax.tree.map(jnp.add, acc, g)
 
     def entry(i, carry):
         gen, loc, post_all, g_shifted, g_kernels = carry
-        s = window.t - i
-        equiv = packing.pack(es.at_step(window.batches.equiv, s), lengths.equiv)
-        unrel = packing.pack(es.at_step(window.batches.unrel, s), lengths.unrel)
-        equiv_h, unrel_h = window.rings.equiv[s % depth], window.rings.unrel[s % depth]
-        weight = jnp.asarray(hp.time_decay, working_float()) ** i
+        gen_i, loc_i, post, dg_shifted, dg_kernels = entry_terms(spec, params, kernels, shifted, window, i)
+        post_all = jax.lax.dynamic_update_index_in_dim(post_all, post, i, 0)
+        return gen + gen_i, loc + loc_i, post_all, add(g_shifted, dg_shifted), add(g_kernels, dg_kernels)
 
-        def entry_loss(shifted, kernels):
-            logits = passes.answer_logits(spec, params, shifted, equiv_h, equiv)
-            gen_i = jnp.sum(losses.micro_batch_cross_entropy(logits, equiv.labels))
-            post = passes.answer_logits(spec, params, shifted, unrel_h, unrel)
-            pre = passes.answer_logits(spec, params, kernels, unrel_h, unrel) if with_before else window.pre_logits[i]
-            loc_i = jnp.sum(losses.micro_batch_kl(pre, post, unrel.answer_valid))
-            return weight * (gen_i + hp.loc_coef * loc_i), (gen_i, loc_i, post)
-
-        argnums = (0, 1) if with_before else 0
-        (_, (gen_i, loc_i, post)), grads = jax.value_and_grad(entry_loss, argnums, has_aux=True)(shifted, kernels)
-        grads = grads if with_before else (grads, None)
-        add = lambda acc, g: None if acc is None else jax.tree.map(jnp.add, acc, g)
-        return (
-            gen + weight * gen_i,
-            loc + weight * loc_i,
-            jax.lax.dynamic_update_index_in_dim(post_all, post, i, 0),
-            add(g_shifted, grads[0]),
-            add(g_kernels, grads[1]),
-        )
-
-    f = working_float()
-    init = (jnp.zeros((), f), jnp.zeros((), f), post0, zeros(shifted), zeros(kernels) if with_before else None)
+    zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)
+    post0 = jnp.zeros((depth, m, b, spec.lengths.unrel.answers, spec.model.vocab_size), f)
+    g_kernels = zeros(kernels) if window.pre_logits is None else None
+    init = (jnp.zeros((), f), jnp.zeros((), f), post0, zeros(shifted), g_kernels)
     return jax.lax.fori_loop(0, jnp.minimum(window.t + 1, depth), entry, init)
 
 
