@@ -1,5 +1,7 @@
-"""Tiny random HF checkpoints (GPT-J and the Llama-like families) built inside the tests (no downloads)."""
+"""Tiny random HF checkpoints (GPT-J and the Llama-like families) built inside the tests (no downloads),
+and the logits comparison the parity tests share."""
 
+import numpy as np
 import torch
 import transformers
 
@@ -7,6 +9,7 @@ TINY = dict(vocab_size=101, n_positions=256, n_embd=32, n_layer=2, n_head=4, rot
 
 # Per Llama-like family: its HF config class, causal-LM class and a tiny config exercising its
 # features (grouped-query attention everywhere; positions for >= 300-token batches).
+_SMALL = dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
 _LLAMA3_ROPE = dict(rope_type="llama3", factor=4.0, low_freq_factor=1.0, high_freq_factor=4.0)
 LLAMALIKE = {
     # head_dim 16: wavelengths 6 .. 25000 straddle llama3's bands (16 .. 64 with original 64).
@@ -14,12 +17,9 @@ LLAMALIKE = {
         transformers.LlamaConfig,
         transformers.LlamaForCausalLM,
         dict(
-            hidden_size=64,
+            _SMALL,
             intermediate_size=96,
             num_hidden_layers=3,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
             rms_norm_eps=1e-5,
             rope_parameters=dict(_LLAMA3_ROPE, rope_theta=10000.0, original_max_position_embeddings=64),
         ),
@@ -28,30 +28,18 @@ LLAMALIKE = {
     "mistral": (
         transformers.MistralConfig,
         transformers.MistralForCausalLM,
-        dict(
-            hidden_size=64,
-            intermediate_size=80,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            head_dim=24,
-            max_position_embeddings=512,
-            sliding_window=37,
-        ),
+        dict(_SMALL, intermediate_size=80, num_hidden_layers=2, num_key_value_heads=1, head_dim=24, sliding_window=37),
     ),
     # Layers 0 and 2 slide (window 41), layer 1 is full; caps low enough to bend the scores and logits.
     "gemma2": (
         transformers.Gemma2Config,
         transformers.Gemma2ForCausalLM,
         dict(
-            hidden_size=64,
+            _SMALL,
             intermediate_size=96,
             num_hidden_layers=3,
-            num_attention_heads=4,
-            num_key_value_heads=2,
             head_dim=32,
             query_pre_attn_scalar=20,
-            max_position_embeddings=512,
             sliding_window=41,
             attn_logit_softcapping=2.0,
             final_logit_softcapping=3.0,
@@ -62,12 +50,9 @@ LLAMALIKE = {
         transformers.Qwen2Config,
         transformers.Qwen2ForCausalLM,
         dict(
-            hidden_size=64,
+            _SMALL,
             intermediate_size=96,
             num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
             rope_parameters=dict(rope_type="default", rope_theta=1e6),
         ),
     ),
@@ -100,6 +85,18 @@ def make_llamalike(family, path, seed=0, safe_serialization=True, **overrides):
     torch.manual_seed(seed)
     config = config_class(**{"vocab_size": 101, **fields, **overrides}, attn_implementation="eager")
     return _randomise_and_save(model_class(config).float().eval(), path, safe_serialization)
+
+
+def torch_logits(model, ids, mask):
+    """A torch causal LM's logits `[B, T, V]` as numpy."""
+    with torch.no_grad():
+        return model(input_ids=ids, attention_mask=mask).logits.numpy()
+
+
+def rel_err(ours, ref, mask):
+    """Max abs error over real positions (`mask` 1) over the reference's largest |logit| there."""
+    m = mask.numpy().astype(bool)
+    return np.abs(np.asarray(ours) - ref)[m].max() / np.abs(ref[m]).max()
 
 
 def right_padded_batch(lengths, total, vocab, seed=0):

@@ -16,7 +16,7 @@ import transformers
 
 from rledit_jax import models
 from rledit_jax.models.llamalike import FULL
-from tests.tiny_hf import make_llamalike, right_padded_batch
+from tests.tiny_hf import make_llamalike, rel_err, right_padded_batch, torch_logits
 
 # Case -> (family, overrides of its tiny config).
 CASES = {
@@ -45,16 +45,6 @@ FEATURES_OFF = {
     },
     "qwen2": {"rope_theta": lambda c: dataclasses.replace(c, rope_theta=10000.0)},
 }
-
-
-def torch_logits(model, ids, mask):
-    with torch.no_grad():
-        return model(input_ids=ids, attention_mask=mask).logits.numpy()
-
-
-def rel_err(ours, ref, mask):
-    m = mask.numpy().astype(bool)
-    return np.abs(np.asarray(ours) - ref)[m].max() / np.abs(ref[m]).max()
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
