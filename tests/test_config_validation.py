@@ -16,7 +16,16 @@ from rledit_jax.models import known_configs
 from tests.config_files import CONFIGS, load_config, with_fields
 
 # The known model whose shapes each shipped config targets (None: the built-in tiny model).
-CONFIG_MODELS = {"tiny": None, "gptj": "gpt-j-6b", "bench_gptj_8l": None}
+CONFIG_MODELS = {
+    "tiny": None,
+    "tiny_llama": None,
+    "bench_gptj_8l": None,
+    "gptj": "gpt-j-6b",
+    "llama3_8b_instruct": "meta-llama-3-8b-instruct",
+    "mistral_7b": "mistral-7b-v0.3",
+    "gemma2_9b": "gemma-2-9b",
+    "qwen2_5_7b": "qwen2.5-7b-instruct",
+}
 
 
 def test_rules_cover_exactly_the_schema():
@@ -124,3 +133,22 @@ def test_every_non_scalar_field_is_overridable_from_the_command_line():
         for part in name.split("."):
             node = node[part]
         assert node == value
+
+
+# The kernel-shape groups (one hypernetwork and normaliser each) the model configs' docstrings state.
+SHAPE_GROUPS = {
+    "tiny_llama": {(64, 256): 1, (256, 64): 1},
+    "llama3_8b_instruct": {(4096, 14336): 18},
+    "mistral_7b": {(14336, 4096): 2},
+    "gemma2_9b": {(3584, 14336): 18},
+    "qwen2_5_7b": {(3584, 18944): 16},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHAPE_GROUPS))
+def test_shape_groups_of_the_model_configs(name):
+    config = load_config(name)
+    known = CONFIG_MODELS[name]
+    llm = model_config_of(config.model) if known is None else models.config_from_hf(known_configs.KNOWN_CONFIGS[known])
+    groups = make_layout(llm, config.model.edit_sites).groups
+    assert {shape: len(sites) for shape, sites in groups.items()} == SHAPE_GROUPS[name]

@@ -29,3 +29,14 @@ def test_unrolled_memory_grows_with_factors_not_dense_matrices():
     assert by[("edit step", "-", 1)].peak_bytes > 0
     table = planning.format_table(llm, layout, c, rows, 16, 3)
     assert "unrolled" in table and "edit step" in table
+
+
+def test_plan_of_a_llama_with_two_site_shapes():
+    c = load_config("tiny_llama")
+    c.model.tiny.num_hidden_layers = 2
+    c.model.edit_sites = ("model.layers.1.mlp.up_proj", "model.layers.1.mlp.down_proj")
+    c.data.n_edits, c.data.batch_size = 3, 3
+    c.hparams.rank, c.hparams.back_depth = 8, 2
+    llm, layout, rows = planning.plan(c, modes=["reference"], steps_list=[2], seq_len=16, answer_len=3)
+    assert llm.model_type == "llama" and len(layout.groups) == 2
+    assert [r.program for r in rows] == ["train sequence", "edit step"] and all(r.peak_bytes > 0 for r in rows)

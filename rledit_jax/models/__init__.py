@@ -1,11 +1,12 @@
 """Causal LMs as pure functions over params pytrees, and their HF interop.
 
-`params` is the nested dict described in `layers.py` / the architecture module (HF names, kernels
-`[d_in, d_out]`). `config` is the architecture's frozen config dataclass, which satisfies the model
-contract (`contract.ModelConfig`): it is the static argument of jitted functions. Inputs are
-`input_ids` `[B, T]` with an `attention_mask` `[B, T]` (right-padded rows) or `layers.Segments`
-(sequences packed into rows: each token's sequence id and position); logits are `[B, T, vocab]`
-float32; hidden states entering block `layer` are `[B, T, d_model]` in the model's dtype.
+`params` is the nested dict described in `layers.py` / the architecture module (`gptj.py`,
+`llamalike.py`: HF names, kernels `[d_in, d_out]`). `config` is the architecture's frozen config
+dataclass, which satisfies the model contract (`contract.ModelConfig`): it is the static argument
+of jitted functions. Inputs are `input_ids` `[B, T]` with an `attention_mask` `[B, T]` (right-padded
+rows) or `layers.Segments` (sequences packed into rows: each token's sequence id and position);
+logits are `[B, T, vocab]` float32; hidden states entering block `layer` are `[B, T, d_model]` in
+the model's dtype.
 """
 
 import re
@@ -17,9 +18,11 @@ from rledit_jax.models import layers, registry
 from rledit_jax.models.contract import ModelConfig
 from rledit_jax.models.gptj import GPTJConfig
 from rledit_jax.models.hf_io import config_from_hf, load_hf, read_hf_config, save_hf
+from rledit_jax.models.llamalike import LlamaLikeConfig
 
 __all__ = [
     "GPTJConfig",
+    "LlamaLikeConfig",
     "ModelConfig",
     "config_from_hf",
     "load_hf",

@@ -10,7 +10,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from rledit_jax.models import gptj
+from rledit_jax.models import gemma2, gptj, llama, llamalike, llamalike_hf, mistral, qwen2
 from rledit_jax.models.table import HFTensor
 
 
@@ -25,6 +25,17 @@ class Architecture:
     hf_ignored_suffixes: tuple[str, ...]
 
 
+def _llamalike(variant) -> Architecture:
+    """A Llama-like variant: its own config conversion, the shared module and name table."""
+    return Architecture(
+        config_from_hf=variant.config_from_hf,
+        config_to_hf=variant.config_to_hf,
+        module=llamalike.LlamaLikeForCausalLM,
+        hf_param_table=llamalike_hf.hf_param_table,
+        hf_ignored_suffixes=llamalike_hf.HF_IGNORED_SUFFIXES,
+    )
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     "gptj": Architecture(
         config_from_hf=gptj.config_from_hf,
@@ -33,6 +44,10 @@ ARCHITECTURES: dict[str, Architecture] = {
         hf_param_table=gptj.hf_param_table,
         hf_ignored_suffixes=gptj.HF_IGNORED_SUFFIXES,
     ),
+    "llama": _llamalike(llama),
+    "mistral": _llamalike(mistral),
+    "gemma2": _llamalike(gemma2),
+    "qwen2": _llamalike(qwen2),
 }
 
 

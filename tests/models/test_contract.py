@@ -5,6 +5,7 @@ rounding of XLA's fusion choices) and the tensors written into the checkpoint.
 """
 
 import dataclasses
+import functools
 
 import jax.numpy as jnp
 import numpy as np
@@ -15,42 +16,64 @@ from rledit_jax import models
 from rledit_jax.models import registry
 from rledit_jax.models.contract import ModelConfig
 from rledit_jax.models.table import HFTensor
-from tests.tiny_hf import make_gptj, right_padded_batch
+from tests.tiny_hf import make_gptj, make_llamalike, right_padded_batch
 
-SITES = ("transformer.h.1.mlp.fc_out", "transformer.h.2.attn.q_proj")
+# Name -> (builder of a 3-layer tiny checkpoint, sites in layers 1 and 2, its hidden size).
+MODELS = {
+    "gptj": (
+        functools.partial(make_gptj, n_layer=3),
+        ("transformer.h.1.mlp.fc_out", "transformer.h.2.attn.q_proj"),
+        32,
+    ),
+    "llama": (
+        functools.partial(make_llamalike, "llama"),
+        ("model.layers.1.mlp.down_proj", "model.layers.2.mlp.gate_proj", "model.layers.2.self_attn.k_proj"),
+        64,
+    ),
+    # Tied head; layers 0 and 2 slide (window 41 < the 50 tokens below).
+    "gemma2": (
+        functools.partial(make_llamalike, "gemma2"),
+        ("model.layers.1.mlp.up_proj", "model.layers.2.mlp.down_proj"),
+        64,
+    ),
+}
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def tiny(request, tmp_path_factory):
+    build, sites, hidden = MODELS[request.param]
     path = tmp_path_factory.mktemp("m") / "model"
-    make_gptj(path, n_layer=3)
+    build(path)
     config, params = models.load_hf(str(path))
-    ids, mask = (jnp.asarray(x.numpy(), jnp.int32) for x in right_padded_batch([9, 5], 9, config.vocab_size))
-    return path, config, params, ids, mask
+    ids, mask = (jnp.asarray(x.numpy(), jnp.int32) for x in right_padded_batch([50, 23], 50, config.vocab_size))
+    return path, config, params, ids, mask, sites, hidden
 
 
-def test_gptj_config_satisfies_the_contract(tiny):
-    _, config, _, _, _ = tiny
+def test_config_satisfies_the_contract(tiny):
+    _, config, _, _, _, sites, _ = tiny
     members = set(ModelConfig.__annotations__) | {"max_length", "n_layers", "linear_sites", "site_layer"}
     assert all(hasattr(config, m) for m in members) and "model_type" in members
-    assert (config.max_length, config.n_layers, config.vocab_size) == (256, 3, 101)
-    assert config.site_layer("transformer.h.2.mlp.fc_in") == 2 and config.site_layer("lm_head") == 3
-    assert set(config.linear_sites()) >= set(SITES)
+    assert config.n_layers == 3 and config.vocab_size == 101 and config.max_length >= 256
+    assert [config.site_layer(s) for s in sites] == [int(s.split(".")[2]) for s in sites]
+    assert set(config.linear_sites()) >= set(sites)
+    if "lm_head" in config.linear_sites():
+        assert config.site_layer("lm_head") == 3
+    hash(config)
 
 
 @pytest.mark.parametrize("layer", [1, 2])
 def test_forward_from_a_layer_equals_the_whole_forward(tiny, layer):
-    _, config, params, ids, mask = tiny
+    _, config, params, ids, mask, sites, hidden_size = tiny
     whole = np.asarray(models.forward(config, params, ids, mask))
     hidden = models.forward_layers(config, params, ids, mask, stop=layer)
-    assert hidden.shape == (*ids.shape, 32)
+    assert hidden.shape == (*ids.shape, hidden_size)
     close = lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * np.abs(b).max())
     close(models.forward_layers(config, params, hidden, mask, start=layer), whole)
     # The head alone, on the last block's output at a few positions (the answer-only head).
     last = models.forward_layers(config, params, hidden, mask, start=layer, stop=config.n_layers)
     close(models.forward_layers(config, params, last[:, 2:5], None, start=config.n_layers), whole[:, 2:5])
 
-    sites = [s for s in SITES if config.site_layer(s) >= layer]  # probes sit in the blocks that run
+    sites = [s for s in sites if config.site_layer(s) >= layer]  # probes sit in the blocks that run
     probes = {s: jnp.zeros((*ids.shape, models.site_shapes(config)[s][1])) for s in sites}
     logits, keys = models.forward_with_probes(config, params, probes, hidden, mask, start=layer)
     full_logits, full_keys = models.forward_with_probes(config, params, probes, ids, mask)
@@ -75,8 +98,10 @@ def _rewrite(path, tensors):
     safetensors.numpy.save_file(tensors, str(path / "model.safetensors"), {"format": "pt"})
 
 
-def test_aliased_tensors_are_checked_and_can_stand_in(tiny, tmp_path, monkeypatch):
-    path, config, params, _, _ = tiny
+def test_aliased_tensors_are_checked_and_can_stand_in(tmp_path, monkeypatch):
+    path = tmp_path / "model"
+    make_gptj(path)
+    config, params = models.load_hf(str(path))
     tensors = safetensors.numpy.load_file(str(path / "model.safetensors"))
     primary, alias = "transformer.wte.weight", "tied.wte.weight"
     _with_alias(monkeypatch, primary, alias)

@@ -6,23 +6,13 @@ import torch
 import transformers
 
 from rledit_jax import models
-from tests.tiny_hf import make_gptj, right_padded_batch
+from tests.tiny_hf import make_gptj, rel_err, right_padded_batch, torch_logits
 
 SHAPES = [
     dict(n_embd=32, n_head=4, rotary_dim=4, n_layer=2),  # rotary on half of each 8-dim head
     dict(n_embd=48, n_head=3, rotary_dim=16, n_layer=3),  # rotary over the whole head
     dict(n_embd=64, n_head=2, rotary_dim=6, n_layer=1, n_inner=80),  # odd pair count, custom n_inner
 ]
-
-
-def torch_logits(model, ids, mask):
-    with torch.no_grad():
-        return model(input_ids=ids, attention_mask=mask).logits.numpy()
-
-
-def rel_err(ours, ref, mask):
-    m = mask.numpy().astype(bool)
-    return np.abs(np.asarray(ours) - ref)[m].max() / np.abs(ref[m]).max()
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -1,0 +1,27 @@
+"""Gemma-2-9B on zsRE, the paper's setting: edit the MLP gate and up projections of layers 32-40.
+
+18 sites, all of one kernel shape (3584, 14336): one hypernetwork and normaliser for all of them.
+
+  bin/train --config=configs/gemma2_9b.py --config.model.path=/models/gemma-2-9b \
+    --config.data.train_path=zsre_train.json --config.data.eval_path=zsre_eval.json --workdir=runs/gemma2
+"""
+
+from rledit_jax.config_schema import default_config
+
+
+def get_config():
+    config = default_config()
+    # Set to your local HF gemma-2-9b directory (config.json, safetensors, tokenizer).
+    config.model.path = "/path/to/gemma-2-9b"
+    config.model.dtype = "bfloat16"
+    config.model.edit_sites = tuple(
+        f"model.layers.{i}.mlp.{proj}" for i in range(32, 41) for proj in ("gate_proj", "up_proj")
+    )
+    config.data.name = "zsre"
+    # The shared zsRE files hold a few rows with an empty new answer: skip and count them.
+    config.data.skip_malformed = True
+    config.data.n_edits = 20
+    config.data.batch_size = 4
+    config.train.steps_per_sequence = 400
+    config.eval.steps = 400
+    return config
