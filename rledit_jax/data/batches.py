@@ -10,8 +10,13 @@ kind is sorted by token length on its own (longest first, stable on ties, as the
 cut into micro-batches; the last one is ragged when batch_size does not divide n_edits. So row r of
 an edit micro-batch and row r of the equiv micro-batch are usually different facts: `fact_index`
 says which fact each row holds (-1 for padding rows). Sequences are right-padded with the
-tokenizer's pad id; padding positions and padding rows have attention_mask 0 and labels/old_labels
--100. old_labels is all -100 for pairs without an old answer.
+tokenizer's pad id; padding positions and padding rows have attention_mask 0 and labels -100.
+
+old_labels (CounterFact's competing answers) is the micro-batch as the reference collates it: each
+row's `tokenization` old_labels right-padded with 0 to the micro-batch's longest (the reference pads
+every key but labels with 0, and its `succ_ratios` compares against that 0 where a row's old answer
+is shorter than the new one), then -100 to L (cut at L: the metric never reads past the labels'
+width). It is all -100 for pairs without an old answer and for padding rows.
 
 L is the longest sequence of that kind over the whole stream rounded up to `pad_to_multiple` (capped
 at `max_length`), so shapes only change when the data does.
@@ -104,15 +109,21 @@ def assemble_kind_batch(
     old_labels = np.full(shape, IGNORE, np.int32)
     fact_index = np.full(shape[:2], -1, np.int32)
     for t, step in enumerate(steps):
-        for row, i in enumerate(sorted(step, key=lambda j: -len(pairs[j]))):
+        order = sorted(step, key=lambda j: -len(pairs[j]))
+        for row, i in enumerate(order):
             tokens = pairs[i]
             n = len(tokens)
             input_ids[t, row, :n] = tokens.input_ids
             attention_mask[t, row, :n] = 1
             labels[t, row, :n] = tokens.labels
-            if tokens.old_labels is not None:
-                old_labels[t, row, :n] = tokens.old_labels
             fact_index[t, row] = i
+        for first in range(0, len(order), batch_size):
+            micro = [pairs[i].old_labels for i in order[first : first + batch_size]]
+            width = max((len(o) for o in micro if o is not None), default=0)
+            for row, old in enumerate(micro, start=first):
+                if old is not None:
+                    padded = np.concatenate([old, np.zeros(width - len(old), np.int32)])[:length]
+                    old_labels[t, row, : len(padded)] = padded
     split = (n_steps, n_micro, batch_size)
     return KindBatch(
         input_ids=input_ids.reshape(*split, length),

@@ -4,12 +4,13 @@ With p = prompt_prefix_ids + encode(prompt) and a = encode(" " + answer) (all 1-
 
     input_ids  = p + a[:-1]                               length n = len(p) + len(a) - 1
     labels     = [-100] * (len(p) - 1) + a                length n
-    old_labels = [-100] * (len(p) - 1) + o[:k] + [-100] * (len(a) - k)
-                 with o = encode(" " + old_answer), k = min(len(a), len(o))
+    old_labels = [-100] * (len(p) - 1) + o                length len(p) + len(o) - 1
+                 with o = encode(" " + old_answer)
 
-so position i predicts `labels[i]` (no further shift). `old_labels` puts the competing answer's
-tokens at the same positions as the answer's, cut to the shorter of the two; it is None when the
-pair has no old answer.
+so position i predicts `labels[i]` (no further shift). `old_labels` is the reference's own row for the
+competing answer (CounterFact): its tokens from the answer's first position on, as long as it is, so
+it may be shorter or longer than `labels` (`data.batches` lays it out as the metric reads it); it is
+None when the pair has no old answer.
 """
 
 import dataclasses
@@ -50,8 +51,7 @@ def tokenize_pair(tokenizer: Tokenizer, pair: Pair) -> TokenizedPair:
     old_labels = None
     if pair.old_answer is not None:
         old = _encode(tokenizer, " " + pair.old_answer, f"old answer {pair.old_answer!r} {of_prompt}")
-        old = old[: len(answer)]
-        old_labels = np.array(head + old + [IGNORE] * (len(answer) - len(old)), np.int32)
+        old_labels = np.array(head + old, np.int32)
     return TokenizedPair(
         input_ids=np.array(prompt + answer[:-1], np.int32),
         labels=np.array(head + answer, np.int32),

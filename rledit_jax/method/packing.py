@@ -11,7 +11,8 @@ only answer positions (`labels != -100`), so the pack also maps each row's answe
   answer_slots    [M, B, A]  int32   the slot of each row's a-th answer token (A = KindLengths.answers)
   answer_valid    [M, B, A]  bool    false past a row's answer (and on padding rows)
   labels          [M, B, A]  int32   the answer tokens (-100 where not valid)
-  old_labels      [M, B, A]  int32   the competing answer at the same positions (CounterFact)
+  old_labels      [M, B, A]  int32   the token each answer token competes with (CounterFact; -100
+                                     where the reference's score does not count it: `compared_old`)
   token_slots     [M, B, L]  int32   the slot of every position (0 on padding), for `token="all"`
   token_valid     [M, B, L]  bool    the real positions (the attention mask)
 
@@ -78,6 +79,20 @@ class Lengths:
         return cls(*(KindLengths.of(getattr(batches, kind)) for kind in ("edit", "equiv", "unrel")))
 
 
+def compared_old(attention_mask, old_labels):
+    """`old_labels` `[..., M, B, L]` (`data.KindBatch`'s layout) cut as the reference's `succ_ratios` cuts it.
+
+    The reference compares a micro-batch's padded labels and old labels over the shorter of their two
+    padded widths only, W = min(longest row, longest old row), and divides by the answer tokens left
+    in it. Columns from W on become -100, so `losses.new_beats_old` counts exactly those tokens.
+    """
+    columns = jnp.arange(old_labels.shape[-1])
+    # Per micro-batch (any leading axes): a row's labels are as long as the row.
+    label_width = jnp.max(jnp.sum(attention_mask, axis=-1, keepdims=True), axis=-2, keepdims=True)
+    old_width = jnp.max(jnp.where(old_labels != IGNORE, columns + 1, 0), axis=(-2, -1), keepdims=True)
+    return jnp.where(columns < jnp.minimum(label_width, old_width), old_labels, IGNORE)
+
+
 def pack(batch, lengths: KindLengths) -> Packed:
     """Packs one step's kind batch (fields `[M, B, L]`; `old_labels` only where the data has a competing
     answer, as `data.KindBatch` does); see the module docstring."""
@@ -98,6 +113,8 @@ def pack(batch, lengths: KindLengths) -> Packed:
     answer_slots = jnp.where(valid, slot_of[rows + positions], 0)
     take = lambda x: jnp.where(valid, jnp.take_along_axis(x, positions, axis=-1), IGNORE)
     old_labels = getattr(batch, "old_labels", None)
+    if old_labels is not None:
+        old_labels = compared_old(batch.attention_mask, old_labels)
     token_slots = jnp.where(flat_mask, slot_of, 0).reshape(m, b, l)
     return Packed(
         tokens=tokens.astype(jnp.int32),

@@ -15,21 +15,17 @@ from tests.char_tokenizer import CharTokenizer
 PAD = 0
 
 
-def expected_row(prompt: str, answer: str, old: str | None, length: int, prefix: tuple[int, ...] = ()) -> dict:
+def expected_row(prompt: str, answer: str, length: int, prefix: tuple[int, ...] = ()) -> dict:
     p = list(prefix) + [ord(c) + 1 for c in prompt]
     a = [ord(c) + 1 for c in " " + answer]
     n = len(p) + len(a) - 1
     pad = length - n
-    row = {
+    return {
         "input_ids": p + a[:-1] + [PAD] * pad,
         "attention_mask": [1] * n + [0] * pad,
         "labels": [-100] * (len(p) - 1) + a + [-100] * pad,
         "old_labels": [-100] * length,
     }
-    if old is not None:
-        o = [ord(c) + 1 for c in " " + old][: len(a)]
-        row["old_labels"] = [-100] * (len(p) - 1) + o + [-100] * (len(a) - len(o) + pad)
-    return row
 
 
 # Prompt lengths (edit, equiv, unrel) of ten facts; every answer is "x", so a pair is one token longer.
@@ -82,7 +78,7 @@ def test_order_composition_and_padding_rows():
                         assert (batch.old_labels[t, m, r] == -100).all()
                         continue
                     pair = getattr(facts[i], kind)
-                    want = expected_row(pair.prompt, pair.answer, pair.old_answer, length)
+                    want = expected_row(pair.prompt, pair.answer, length)
                     for field, values in want.items():
                         assert getattr(batch, field)[t, m, r].tolist() == values, (kind, t, m, r, field)
 
@@ -108,13 +104,28 @@ def test_shapes_dtypes_and_length_buckets():
     assert whole.edit.fact_index.tolist() == [[[3, 1, 4, 0, 2]], [[7, 8, 6, 5, 9]]]
 
 
-def test_old_labels_follow_the_answer_positions():
+def test_old_labels_are_each_micro_batch_as_the_reference_collates_it():
     facts = make_facts(old_answers=True)
+    # Old answers of different lengths: " yz" for even facts, " y" for odd ones.
+    facts = [
+        Fact(*(Pair(p.prompt, p.answer, "yz" if i % 2 == 0 else "y") for p in (f.edit, f.equiv, f.unrel)))
+        for i, f in enumerate(facts)
+    ]
     batches = build_step_batches(CharTokenizer(), facts, STEPS, batch_size=2, max_length=64)
-    # fact 3's edit pair: "ddddddd" -> " x", old " yz" cut to the answer's 2 tokens.
-    row = batches.edit.old_labels[0, 0, 0].tolist()
-    assert row == [-100] * 6 + [ord(" ") + 1, ord("y") + 1]
-    assert batches.edit.labels[0, 0, 0].tolist() == [-100] * 6 + [ord(" ") + 1, ord("x") + 1]
+    sp, y, z = ord(" ") + 1, ord("y") + 1, ord("z") + 1
+    # Step 0's first edit micro-batch: fact 3 (prompt 7, old " y": row of 8) and fact 1 (prompt 5, old
+    # " y": row of 6) -> padded with 0 to the longest old row (8), -100 after it.
+    assert batches.edit.fact_index[0, 0].tolist() == [3, 1]
+    assert batches.edit.old_labels[0, 0, 0].tolist() == [-100] * 6 + [sp, y]
+    assert batches.edit.old_labels[0, 0, 1].tolist() == [-100] * 4 + [sp, y, 0, 0]
+    # The second: fact 4 (prompt 5, old " yz": 7 long) and fact 0 (prompt 3, old " yz": 5 long), both
+    # longer than their labels (6 and 4).
+    assert batches.edit.fact_index[0, 1].tolist() == [4, 0]
+    assert batches.edit.old_labels[0, 1, 0].tolist() == [-100] * 4 + [sp, y, z, -100]
+    assert batches.edit.old_labels[0, 1, 1].tolist() == [-100] * 2 + [sp, y, z, 0, 0, -100]
+    # The padding row of the ragged last micro-batch has none.
+    assert batches.edit.fact_index[0, 2].tolist() == [2, -1]
+    assert (batches.edit.old_labels[0, 2, 1] == -100).all()
 
 
 def test_over_long_pair_is_an_error_by_default():
@@ -135,10 +146,15 @@ def test_truncation_keeps_answer_and_prefix_and_is_counted(prefix):
     assert batches.n_truncated == 2
     # len(prefix) + 20 + 3 tokens cut to 12: the first prompt characters go, the prefix stays.
     n_drop = len(prefix) + 23 - 12
-    want = expected_row(prompt[n_drop:], "xyz", "no", 12, prefix)
+    want = expected_row(prompt[n_drop:], "xyz", 12, prefix)
     t, m, r = np.argwhere(batches.edit.fact_index == 0)[0]
     for field, values in want.items():
-        assert getattr(batches.edit, field)[t, m, r].tolist() == values, field
+        if field != "old_labels":
+            assert getattr(batches.edit, field)[t, m, r].tolist() == values, field
+    # The old answer " no" from the (shifted) answer position on, then the micro-batch's 0 padding.
+    own = [-100] * (len(prefix) + 20 - n_drop - 1) + [ord(c) + 1 for c in " no"]
+    old = batches.edit.old_labels[t, m, r].tolist()
+    assert old[: len(own)] == own and set(old[len(own) :]) <= {0, -100}
 
 
 def test_truncation_cannot_cut_the_answer():

@@ -31,8 +31,8 @@ def reference_tensors(tok, prompt: str, answer: str, old_answer: str | None = No
     a = tok(" " + answer, add_special_tokens=False)["input_ids"]
     out = {"input_ids": p + a[:-1], "labels": [-100] * (len(p) - 1) + a}
     if old_answer is not None:
-        o = tok(" " + old_answer, add_special_tokens=False)["input_ids"][: len(a)]
-        out["old_labels"] = [-100] * (len(p) - 1) + o + [-100] * (len(a) - len(o))
+        o = tok(" " + old_answer, add_special_tokens=False)["input_ids"]
+        out["old_labels"] = [-100] * (len(p) - 1) + o
     return out
 
 
@@ -77,7 +77,7 @@ def test_gpt2_known_ids(gpt2):
     tokens = tokenize_pair(ours, Pair(prompt_text, "Charles IV of Spain", "French"))
     assert tokens.input_ids.tolist() == prompt + [7516, 8363, 286]
     assert tokens.labels.tolist() == [-100] * 8 + [7516, 8363, 286, 8602]
-    assert tokens.old_labels.tolist() == [-100] * 8 + [4141, -100, -100, -100]
+    assert tokens.old_labels.tolist() == [-100] * 8 + [4141]
 
 
 def real_rows(relative: str, first: int) -> list[tuple[int, dict]]:
@@ -244,8 +244,8 @@ def char_tensors(prompt: str, answer: str, old: str | None = None) -> dict:
     a = [ord(c) + 1 for c in " " + answer]
     out = {"input_ids": p + a[:-1], "labels": [-100] * (len(p) - 1) + a}
     if old is not None:
-        o = [ord(c) + 1 for c in " " + old][: len(a)]
-        out["old_labels"] = [-100] * (len(p) - 1) + o + [-100] * (len(a) - len(o))
+        o = [ord(c) + 1 for c in " " + old]
+        out["old_labels"] = [-100] * (len(p) - 1) + o
     return out
 
 
@@ -269,13 +269,13 @@ def test_generated_records_gpt2(tmp_path, gpt2, filename):
         assert_matches(tokenize_pair(ours, got), expected)
 
 
-def test_old_labels_align_and_cut_to_shorter_answer():
+def test_old_labels_start_with_the_answer_and_keep_their_own_length():
     short_new = tokenize_pair(CharTokenizer(), Pair("Hi", "ab", "wxyz"))
     assert short_new.labels.tolist() == [-100, 33, 98, 99]
-    assert short_new.old_labels.tolist() == [-100, 33, 120, 121]
+    assert short_new.old_labels.tolist() == [-100, 33, 120, 121, 122, 123]
     long_new = tokenize_pair(CharTokenizer(), Pair("Hi", "abcd", "x"))
     assert long_new.labels.tolist() == [-100, 33, 98, 99, 100, 101]
-    assert long_new.old_labels.tolist() == [-100, 33, 121, -100, -100, -100]
+    assert long_new.old_labels.tolist() == [-100, 33, 121]
 
 
 def test_prompt_prefix_is_kept_in_front():

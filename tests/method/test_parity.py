@@ -37,7 +37,8 @@ def assert_close(ours, ref, rel=REL, what=""):
 
 
 def to_oracle_steps(batches: data.StepBatches, dtype=torch.long):
-    """Our `[T, M, B, L]` batches -> the oracle's list of steps of micro-batch dicts (real rows only)."""
+    """Our `[T, M, B, L]` batches -> the oracle's list of steps of micro-batch dicts (real rows only;
+    `old_labels` to the micro-batch's own width, as the reference collates them)."""
     steps = []
     for t in range(batches.edit.input_ids.shape[0]):
         step = {}
@@ -46,12 +47,13 @@ def to_oracle_steps(batches: data.StepBatches, dtype=torch.long):
             mbs = []
             for m in range(kb.input_ids.shape[1]):
                 real = kb.fact_index[t, m] >= 0
-                mbs.append(
-                    {
-                        k: torch.as_tensor(np.asarray(getattr(kb, k)[t, m][real]), dtype=dtype)
-                        for k in ("input_ids", "attention_mask", "labels", "old_labels")
-                    }
-                )
+                mb = {
+                    k: torch.as_tensor(np.asarray(getattr(kb, k)[t, m][real]), dtype=dtype)
+                    for k in ("input_ids", "attention_mask", "labels", "old_labels")
+                }
+                used = (mb["old_labels"] != -100).any(0).nonzero()
+                mb["old_labels"] = mb["old_labels"][:, : int(used.max()) + 1 if len(used) else 0]
+                mbs.append(mb)
             step[kind] = mbs
         steps.append(step)
     return steps

@@ -499,20 +499,23 @@ def test_evaluate_hand_made():
     for s in SITES:
         assert torch.equal(model.get_submodule(s).weight, w0[s])
 
-    # counterfact: success when logit[new] > logit[old], only where both are labelled
+    # counterfact (the reference's succ_ratios): old labels collated to their own width (4 < L), padded
+    # with 0; both cut to the shorter width, a position succeeds when logit[new] > logit[old], and the
+    # divisor is the new-answer tokens left after the cut.
     new = torch.full((3, L), -100, dtype=torch.long)
-    old = torch.full((3, L), -100, dtype=torch.long)
-    new[0, 1:5], old[0, 1:5] = top[0, 1:5], bottom[0, 1:5]  # 4/4
+    old = torch.full((3, 4), -100, dtype=torch.long)
+    new[0, 1:5], old[0, 1:4] = top[0, 1:5], bottom[0, 1:4]  # position 4 is cut: 3/3
     new[1, 0:4], old[1, 0:4] = bottom[1, 0:4], top[1, 0:4]  # 0/4
-    new[2, 0:4], old[2, 0:4] = top[2, 0:4], bottom[2, 0:4]
-    old[2, 1], old[2, 2] = top[2, 1], -100  # pos 1 tie (not >) fails, pos 2 not counted -> 2/3
+    new[2, 0:4], old[2, 0:2], old[2, 2:4] = top[2, 0:4], bottom[2, 0:2], 0  # the old answer is 2 long
+    old[2, 1] = top[2, 1]  # pos 1 tie (not >) fails; pos 2, 3 beat the padding id 0 -> 3/4
+    assert (top[2, 2:4] != 0).all()
     cf = {"input_ids": ids, "attention_mask": att, "labels": new, "old_labels": old}
     swapped = {"input_ids": ids, "attention_mask": att, "labels": old, "old_labels": new}
     res = orc.evaluate(
         model, nets, [{"edit": [cf], "equiv": [cf], "unrel": [swapped]}], SITES, None, metric="counterfact"
     )
-    torch.testing.assert_close(res["per_row"]["edit"], torch.tensor([1.0, 0.0, 2 / 3], dtype=torch.float64))
-    assert res["ES"] == pytest.approx(5 / 9)
+    torch.testing.assert_close(res["per_row"]["edit"], torch.tensor([1.0, 0.0, 3 / 4], dtype=torch.float64))
+    assert res["ES"] == pytest.approx(7 / 12)
     torch.testing.assert_close(res["per_row"]["unrel"], torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
 
 

@@ -11,7 +11,9 @@ Conventions
 * Everything runs in the dtype of the model (``model.double()`` for float64); hypernetworks are built in
   the same dtype via ``make_hypernets(..., dtype=...)``.
 * A micro-batch ``mb`` is a dict of tensors ``input_ids`` / ``attention_mask`` / ``labels`` (``[b, L]``,
-  position ``i`` predicts ``labels[i]``, -100 ignored) and optionally ``old_labels``.
+  position ``i`` predicts ``labels[i]``, -100 ignored) and optionally ``old_labels`` (CounterFact:
+  ``[b, L_old]``, each row's competing answer from its answer's first position on, right-padded with 0
+  to the micro-batch's longest old row, as the reference collates them).
   A step is ``{"edit": [mb, ...], "equiv": [mb, ...], "unrel": [mb, ...]}``.
 * ``cfg`` may be a dict, an ``OracleConfig``, an ``ml_collections.ConfigDict`` or any object with the
   attributes ``back_depth, time_decay, loc_coef, reg_coef, max_grad_norm, token``.
@@ -579,11 +581,15 @@ def row_scores(model: nn.Module, mb: dict[str, Any], metric: str = "token") -> t
         mask = labels != IGNORE
         ok = logits.argmax(dim=-1) == labels
     elif metric == "counterfact":
+        # Both padded label arrays are cut to the shorter padded width; a position counts where both are
+        # set (the old rows' 0 padding is set), and the divisor is the answer tokens left after the cut.
         old = mb["old_labels"]
-        mask = (labels != IGNORE) & (old != IGNORE)
+        width = min(labels.shape[1], old.shape[1])
+        labels, old, logits = labels[:, :width], old[:, :width], logits[:, :width]
         new_logit = logits.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         old_logit = logits.gather(-1, old.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        ok = new_logit > old_logit
+        ok = (new_logit > old_logit) & (old != IGNORE)
+        mask = labels != IGNORE
     else:
         raise ValueError(f"unknown metric {metric!r}")
     counted = mask.sum(dim=-1).to(logits.dtype)

@@ -8,7 +8,8 @@ When the library's modules move, only this file changes. Shapes (numpy in, numpy
   through `to_reference` / `from_reference` (dicts of float32 numpy arrays).
 - shifts `S` [d_in, d_out] (value = key @ W, HF's `nn.Linear.weight` is `S.T`), from keys [N, d_in]
   and value-gradients [N, d_out].
-- losses and metrics on one micro-batch: `logits` [B, L, V], `labels` / `old_labels` [B, L].
+- losses and metrics on one micro-batch: `logits` [B, L, V], `labels` [B, L]; CounterFact's score from
+  the reference's token rows (`new_beats_old`).
 - data: `step_batches` returns `{kind: {input_ids, attention_mask, labels, old_labels: [T, M, B, L],
   fact_index: [T, M, B]}}` for kind in edit / equiv / unrel.
 """
@@ -19,7 +20,7 @@ import numpy as np
 
 from rledit_jax import config_schema, config_validation, data, models, probes
 from rledit_jax.cli import train
-from rledit_jax.method import edit_step, hypernet, losses, normalizer, reference_io, sequence, shift
+from rledit_jax.method import edit_step, hypernet, losses, normalizer, packing, reference_io, sequence, shift
 from rledit_jax.method.packing import KindLengths, Lengths
 from rledit_jax.method.sites import Site, SiteLayout, make_layout
 from rledit_jax.method.spec import HParams, Hypernets, Spec
@@ -197,10 +198,31 @@ def token_accuracy(logits, labels) -> np.ndarray:
     return np.asarray(losses.token_accuracy(jnp.asarray(logits, jnp.float32), jnp.asarray(labels, jnp.int32)))
 
 
-def new_beats_old(logits, labels, old_labels) -> np.ndarray:
-    """CounterFact's per-row score; `old_labels` in our layout (at the answer's positions, -100 elsewhere)."""
-    args = (jnp.asarray(logits, jnp.float32), jnp.asarray(labels, jnp.int32), jnp.asarray(old_labels, jnp.int32))
-    return np.asarray(losses.new_beats_old(*args))
+def new_beats_old(logits, rows) -> np.ndarray:
+    """CounterFact's per-row score of one micro-batch, through our batch layout and metric.
+
+    `rows`: the micro-batch's token rows `{input_ids, labels, old_labels}` (1-D, their own lengths, as the
+    reference's `tok_tuples` gives them); `logits` `[b, S, V]` with S the longest row. The rows are laid
+    out by `data.batches.assemble_kind_batch` (which sorts them) and scored by `losses.new_beats_old` on
+    `packing.compared_old`; the scores come back in the rows' order.
+    """
+    n, width = len(rows), logits.shape[1]
+    pairs = {
+        i: data.TokenizedPair(
+            input_ids=np.asarray(r["input_ids"], np.int32),
+            labels=np.asarray(r["labels"], np.int32),
+            old_labels=np.asarray(r["old_labels"], np.int32),
+            n_prompt=int((np.asarray(r["labels"]) == IGNORE).sum()) + 1,
+        )
+        for i, r in enumerate(rows)
+    }
+    kb = data.batches.assemble_kind_batch([list(range(n))], pairs, n, width, 0, 0)
+    order = kb.fact_index[0, 0]
+    old = packing.compared_old(jnp.asarray(kb.attention_mask[0]), jnp.asarray(kb.old_labels[0]))[0]
+    scores = losses.new_beats_old(jnp.asarray(logits[order], jnp.float32), jnp.asarray(kb.labels[0, 0]), old)
+    out = np.empty(n)
+    out[order] = np.asarray(scores)
+    return out
 
 
 # Data --------------------------------------------------------------------------------------------------
