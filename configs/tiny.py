@@ -26,4 +26,5 @@ def get_config():
     config.train.sequences = 4
     config.train.steps_per_sequence = 8
     config.eval.steps = 8
+    config.eval.curve_every = 2
     return config

@@ -31,8 +31,20 @@ from absl import logging
 from rledit_jax import atomic
 
 # Config fields that may differ between a checkpoint and the run resuming it: they change neither
-# the shapes nor the meaning of the training done so far.
-RESUMABLE_FIELDS = ("train.sequences", "eval.steps", "trace", "checkpoint.every", "checkpoint.keep")
+# the shapes nor the meaning of the training done so far. (eval.steps is not one of them: with
+# train.schedule="evaluate_each_sequence" every evaluation's normaliser updates carry into training.)
+RESUMABLE_FIELDS = (
+    "train.sequences",
+    "trace",
+    "checkpoint.every",
+    "checkpoint.keep",
+    "eval.curve_every",
+    "eval.generative",
+    "eval.general_path",
+    "eval.general_every",
+    "eval.general_n",
+    "eval.general_tasks",
+)
 
 
 def sequence_digest(facts, sequence) -> str:
@@ -185,22 +197,19 @@ class Checkpointer:
         self.close()
 
 
-def rewind_metrics(path: str, done: int, steps_per_sequence: int):
-    """Keeps the lines of `path` (train_metrics.jsonl) of the first `done` sequences, drops the rest.
+def rewind_lines(path: str, key: str, done: int, per_item: int | None = None):
+    """Keeps the lines of JSON lines file `path` whose `key` is below `done`, drops the rest.
 
     Lines written after the checkpoint a run resumes from are written again by it, so none is doubled.
+    With `per_item`, a kept count other than `done * per_item` is logged.
     """
     kept = []
     if os.path.exists(path):
         with open(path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line)["sequence"] < done]
-    if len(kept) != done * steps_per_sequence:
+            kept = [line for line in f if line.strip() and json.loads(line)[key] < done]
+    if per_item is not None and len(kept) != done * per_item:
         logging.warning(
-            "%s holds %d lines of the %d training sequences done, expected %d",
-            path,
-            len(kept),
-            done,
-            done * steps_per_sequence,
+            "%s holds %d lines of the %d %s done, expected %d", path, len(kept), done, key, done * per_item
         )
     with atomic.atomic_open(path) as f:
         f.writelines(kept)

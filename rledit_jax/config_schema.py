@@ -19,6 +19,8 @@ DATASETS = tuple(DATASET_METRIC)
 METRICS = ("token", "counterfact")
 TOKEN_MODES = ("ans", "all")
 GRADIENT_MODES = ("reference", "unrolled", "unrolled_second_order")
+# When bin/train runs the lifelong evaluation (train.schedule).
+SCHEDULES = ("evaluate_each_sequence", "evaluate_at_end")
 
 # Our field -> the PyTorch reference's name for it (github zhrli324/RLEdit, config/*.yaml), for users
 # of its code. Fields not listed have no counterpart there.
@@ -123,10 +125,26 @@ def default_config() -> ml_collections.ConfigDict:
     # (DESIGN.md section 3); "unrolled": through the whole edit trajectory, keys/value-gradients held
     # constant; "unrolled_second_order": through them too (DESIGN.md section 4).
     config.train.gradient = "reference"
+    # "evaluate_each_sequence": the reference's `RLEDIT.run` (train one sequence, then the whole lifelong
+    # evaluation, whose normaliser updates carry into the next sequence; every evaluation is logged and
+    # the last one is the headline); "evaluate_at_end": train every sequence, then evaluate once.
+    config.train.schedule = "evaluate_each_sequence"
 
     config.eval = ml_collections.ConfigDict()
     # Edit steps in the lifelong evaluation.
     config.eval.steps = 20
+    # A retention-curve point every `curve_every` steps and at the last (curve.jsonl); 0 = no curve.
+    config.eval.curve_every = 5
+    # Greedy decoding of every eval fact's answer after the last evaluation: exact match and token F1.
+    config.eval.generative = True
+    # Directory of the general-ability probe sets (SST-2, MMLU, ...; the reference's glue_eval); unset =
+    # no general-ability scores. Scored before editing and, in the last evaluation, every
+    # `general_every` steps (0 = at its end only), on `general_n` examples per task.
+    config.eval.general_path = config_dict.placeholder(str)
+    config.eval.general_every = 0
+    config.eval.general_n = 100
+    # The probe sets scored (general/tasks.py; RLEdit's own six are sst2 mrpc cola rte nli mmlu).
+    config.eval.general_tasks = ("sst2", "mrpc", "cola", "rte", "nli", "mmlu", "sentiment_analysis", "dialogue")
 
     config.init = ml_collections.ConfigDict()
     # A reference (PyTorch) hypernetwork state dict to start from (.pth / .npz / .safetensors).

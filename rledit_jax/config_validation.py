@@ -21,9 +21,11 @@ from rledit_jax.config_schema import (
     GRADIENT_MODES,
     MATMUL_PRECISIONS,
     MODEL_DTYPES,
+    SCHEDULES,
     TOKEN_MODES,
     default_config,
 )
+from rledit_jax.general.tasks import ALL_TASKS
 from rledit_jax.llm_config import model_config_of
 from rledit_jax.method.sites import make_layout
 from rledit_jax.models import registry
@@ -104,6 +106,11 @@ def edit_sites(name, value):
         _fail(name, value, "names a site twice")
 
 
+def general_tasks(name, value):
+    if not isinstance(value, tuple) or not value or any(t not in ALL_TASKS for t in value):
+        _fail(name, value, f"must be a non-empty tuple of tasks from {list(ALL_TASKS)}")
+
+
 def any_int(name, value):
     _number(name, value, integer=True)
 
@@ -112,7 +119,8 @@ _MODEL_DIR = optional_path("dir")
 _DATA_FILE = optional_path("file")
 _TOKENIZER_DIR = optional_path("dir")
 _HYPERNET_FILE = optional_path("file", (".pth", ".pt", ".npz", ".safetensors"))
-PATH_RULES = (_MODEL_DIR, _DATA_FILE, _TOKENIZER_DIR, _HYPERNET_FILE)
+_GENERAL_DIR = optional_path("dir")
+PATH_RULES = (_MODEL_DIR, _DATA_FILE, _TOKENIZER_DIR, _HYPERNET_FILE, _GENERAL_DIR)
 
 RULES: dict[str, Callable] = {
     "model.path": _MODEL_DIR,
@@ -144,7 +152,14 @@ RULES: dict[str, Callable] = {
     "train.steps_per_sequence": positive_int,
     "train.seed": int_at_least_0,
     "train.gradient": one_of(*GRADIENT_MODES),
+    "train.schedule": one_of(*SCHEDULES),
     "eval.steps": positive_int,
+    "eval.curve_every": int_at_least_0,
+    "eval.generative": boolean,
+    "eval.general_path": _GENERAL_DIR,
+    "eval.general_every": int_at_least_0,
+    "eval.general_n": positive_int,
+    "eval.general_tasks": general_tasks,
     "init.reference_hypernet": _HYPERNET_FILE,
     "checkpoint.every": positive_int,
     "checkpoint.keep": positive_int,

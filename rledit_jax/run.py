@@ -89,13 +89,16 @@ def initial_hypernets(config, spec: Spec) -> Hypernets:
 
 
 def load_splits(config):
-    """`(train facts, eval facts, n malformed rows skipped)`; unset paths give disjoint synthetic facts."""
+    """`(train facts, eval facts, n malformed rows skipped)`; unset paths give disjoint synthetic facts.
+
+    Synthetic eval facts come first, so they do not change with the training's length (a run resumed
+    with more `train.sequences` evaluates the same facts)."""
     n_train = config.train.sequences * config.train.steps_per_sequence * config.data.n_edits
     n_eval = config.eval.steps * config.data.n_edits
     seed = config.train.seed
     if not config.data.train_path:
         facts = data.make_synthetic_facts(min(data.MAX_SYNTHETIC_FACTS, n_train + n_eval), seed)
-        return facts[:n_train], facts[n_train:], 0
+        return facts[n_eval:], facts[:n_eval], 0
     loaded = [
         data.load_facts(config.data.name, p, skip_malformed=config.data.skip_malformed, seed=seed)
         for p in (config.data.train_path, config.data.eval_path)
@@ -162,7 +165,7 @@ def setup(config) -> Run:
     return Run(
         config=config,
         spec=spec,
-        eval_spec=dataclasses.replace(spec, lengths=Lengths.of(eval_batches)),
+        eval_spec=dataclasses.replace(spec, lengths=Lengths.of(eval_batches), curve_every=config.eval.curve_every),
         params=params,
         hypernets=hypernets,
         opt_state=make_optimizer(spec.hparams).init(hypernets.nets),

@@ -1,19 +1,32 @@
-"""bin/train: trains the hypernetworks, then evaluates lifelong editing.
+"""bin/train: trains the hypernetworks and evaluates lifelong editing, on the reference's schedule.
 
   bin/train --config=configs/tiny.py --workdir=runs/tiny [--config.hparams.rank=64 ...]
 
 `train_and_evaluate(config, workdir)` is the whole job as a library call. It builds the run
-(`rledit_jax.run.setup`: every input checked before any weights load), trains for `train.sequences`
-sequences of `train.steps_per_sequence` steps (one compiled program per sequence), then runs the
-lifelong evaluation over `eval.steps` steps. Writes into `workdir`:
+(`rledit_jax.run.setup`: every input checked before any weights load), then, per `train.schedule`:
+
+  evaluate_each_sequence  the reference's `RLEDIT.run`: for each of `train.sequences` sequences, train
+                          on it (one compiled program, one Adam step), then run the lifelong evaluation
+                          over `eval.steps` steps, whose normaliser updates carry into the next sequence
+  evaluate_at_end         train on every sequence, then evaluate once
+
+The last evaluation is the headline. It alone also decodes every eval fact's answer (`eval.generative`)
+and scores general ability (`eval.general_path`: before editing, every `eval.general_every` steps and
+at the end). Writes into `workdir`:
 
   config.json          the resolved config
   train_metrics.jsonl  one line per training step: sequence, step, loss, gen_loss, loc_loss, reg, norms
-  metrics.json         ES / GS / LS of the final edited model, plus run facts
-  hypernet.safetensors the trained hypernetworks and normalisers, in the reference's naming
+  evaluations.jsonl    one line per evaluation: evaluation, after_sequences, ES, GS, LS, LS_agreement, seconds
+  curve.jsonl          retention-curve points (`eval.curve_every`): evaluation, step, edits, all, first
+  general.jsonl        general-ability scores: evaluation, step (-1 = before editing), edits, tasks
+  metrics.json         the headline evaluation's scores (README "Metrics"), every evaluation's scores
+                       ("evaluations"), the general-ability scores and run facts
+  hypernet.safetensors the trained hypernetworks, with the normalisers the last evaluation starts
+                       from, in the reference's naming
   trace.npz            (with `trace=True`) shifts, losses and the final accumulated gradient
-  checkpoints/         training state after every `checkpoint.every` sequences (see checkpoint.py);
-                       a run finds the latest one there and continues from it
+  checkpoints/         training state after every `checkpoint.every` sequences (and their evaluations;
+                       see checkpoint.py); a run finds the latest one there and continues from it
+  report.md, *.png     bin/report's rendering of the above
 """
 
 import dataclasses
@@ -26,15 +39,26 @@ import tqdm
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rledit_jax import atomic, checkpoint, config_validation, data, run
+from rledit_jax import atomic, checkpoint, config_validation, data, general, generative, lifelong, report, run
 from rledit_jax.cli import app as cli_app
-from rledit_jax.method import evaluation, reference_io, train_step
+from rledit_jax.method import edit_step as es
+from rledit_jax.method import reference_io, train_step
 from rledit_jax.method.spec import Hypernets
 
 
 def _write_json(path, obj):
     with atomic.atomic_open(path) as f:
         json.dump(obj, f, indent=1)
+
+
+def _append_lines(path, records):
+    with open(path, "a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+
+
+def _read_lines(path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def _trace_arrays(prefix, layout, factors):
@@ -59,24 +83,154 @@ def _checkpointer(r: run.Run, workdir: str, resolved: dict) -> checkpoint.Checkp
     )
 
 
+def _general_scorer(r: run.Run):
+    """`score(kernels, step)`: a general.jsonl record of the model as edited through `step` (-1: unedited)."""
+    cfg = r.config.eval
+    stop_ids = general.stop_ids_of(r.config.model.path) if r.config.model.path else ()
+    edits = lifelong.edits_through(r.eval_batches)
+
+    def score(kernels, step):
+        result = general.evaluate(
+            r.spec.model,
+            r.params,
+            kernels,
+            r.tokenizer,
+            cfg.general_path,
+            n_per_task=cfg.general_n,
+            tasks=cfg.general_tasks,
+            stop_ids=stop_ids,
+        )
+        return {"step": step, "edits": int(edits[step]) if step >= 0 else 0, "tasks": result.scores}
+
+    return score
+
+
+@dataclasses.dataclass
+class _Evaluation:
+    record: dict  # its evaluations.jsonl line
+    out: object  # evaluation.Lifelong
+    extra: dict  # the headline's generative scores, general-ability scores and their seconds
+
+
+def _evaluate(r: run.Run, hypernets: Hypernets, workdir: str, index: int, after: int, headline: bool):
+    """Evaluation `index` (after `after` training sequences); appends its evaluations/curve lines."""
+    cfg = r.config.eval
+    score_general = _general_scorer(r) if headline and cfg.general_path else None
+    records, general_seconds = [], [0.0]
+
+    def at_stop(kernels, step):
+        start = time.time()
+        records.append(score_general(kernels, step))
+        general_seconds[0] += time.time() - start
+
+    if score_general:
+        at_stop(es.base_kernels(r.eval_spec, r.params), -1)
+    general_before, start = general_seconds[0], time.time()
+    out = lifelong.evaluate(
+        r.eval_spec,
+        r.params,
+        hypernets,
+        r.eval_batches,
+        stop_every=cfg.general_every if score_general else 0,
+        at_stop=at_stop,
+        desc=f"evaluation {index}",
+    )
+    seconds = time.time() - start - (general_seconds[0] - general_before)
+    record = {"evaluation": index, "after_sequences": after, **{k: float(v) for k, v in out.scores.items()}}
+    record["seconds"] = seconds
+    _append_lines(os.path.join(workdir, "evaluations.jsonl"), [record])
+    if out.curve is not None:
+        points = lifelong.curve_records(out.curve, r.eval_batches)
+        _append_lines(os.path.join(workdir, "curve.jsonl"), [{"evaluation": index, **p} for p in points])
+    extra = {}
+    if headline and score_general:
+        at_stop(out.kernels, r.eval_batches.edit.input_ids.shape[0] - 1)
+        with atomic.atomic_open(os.path.join(workdir, "general.jsonl")) as f:
+            f.writelines(json.dumps({"evaluation": index, **g}) + "\n" for g in records)
+        extra.update(
+            general_before=records[0]["tasks"], general=records[-1]["tasks"], general_seconds=general_seconds[0]
+        )
+    elif headline and os.path.exists(os.path.join(workdir, "general.jsonl")):
+        os.remove(os.path.join(workdir, "general.jsonl"))  # an earlier run's, with other settings
+    if headline and cfg.generative:
+        start = time.time()
+        facts = sorted({int(i) for i in np.asarray(r.eval_batches.edit.fact_index).ravel() if i >= 0})
+        extra.update(
+            generative.generative_scores(
+                r.spec.model, r.params, out.kernels, r.tokenizer, r.eval_facts, facts, truncate=r.config.data.truncate
+            )
+        )
+        extra["generative_seconds"] = time.time() - start
+    return _Evaluation(record, out, extra)
+
+
+def _finish(r: run.Run, workdir, out, grads, hypernets, evaluated: list, train_seconds: float) -> dict:
+    """Writes metrics.json (and trace.npz) after the headline evaluation `evaluated[-1]`; returns the metrics.
+
+    `out`, `grads`: the last training sequence's outputs in this process (None when the checkpoint held
+    every sequence).
+    """
+    config, last, trace = r.config, evaluated[-1], {}
+    if config.trace and out is None:
+        logging.warning("training was complete in the checkpoint: trace.npz holds the evaluation only")
+    elif config.trace:
+        trace.update(_trace_arrays("train", r.spec.layout, out["factors"]))
+        for t in range(config.train.steps_per_sequence):
+            trace[f"train/step{t}/gen_loss"] = np.asarray(out["gen_loss"][t])
+            trace[f"train/step{t}/loc_loss"] = np.asarray(out["loc_loss"][t])
+        ref_grads = reference_io.to_reference(hypernets.replace(nets=grads))
+        trace.update({f"train/grad/{k}": v for k, v in ref_grads.items() if ".normalizer." not in k})
+    metrics = {k: v for k, v in last.record.items() if k not in ("evaluation", "after_sequences", "seconds")}
+    metrics.update(last.extra)
+    metrics.update(
+        evaluations=_read_lines(os.path.join(workdir, "evaluations.jsonl")),
+        train_seconds=train_seconds,
+        eval_seconds=sum(e.record["seconds"] for e in evaluated),
+        n_train_facts=len(r.train_facts),
+        n_eval_facts=len(r.eval_facts),
+        n_skipped_rows=r.n_skipped,
+        n_truncated=r.n_truncated,
+    )
+    _write_json(os.path.join(workdir, "metrics.json"), metrics)
+    if config.trace:
+        trace.update(_trace_arrays("eval", r.spec.layout, last.out.factors))
+        with atomic.atomic_path(os.path.join(workdir, "trace.npz")) as tmp:
+            np.savez(tmp, **trace)
+    logging.info("ES %.4f  GS %.4f  LS %.4f", metrics["ES"], metrics["GS"], metrics["LS"])
+    return metrics
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
     """Runs the job described by `config`; returns the final metrics (also in `workdir/metrics.json`)."""
     r = run.setup(config)
     os.makedirs(workdir, exist_ok=True)
     resolved = json.loads(config.to_json())
     ckpt = _checkpointer(r, workdir, resolved)
-    metrics_path = os.path.join(workdir, "train_metrics.jsonl")
-    steps = config.train.steps_per_sequence
-    trace, out = {}, None
-    start = time.time()
+    paths = {name: os.path.join(workdir, name) for name in ("train_metrics.jsonl", "evaluations.jsonl", "curve.jsonl")}
+    steps, n_sequences = config.train.steps_per_sequence, len(r.train_batches)
+    each = config.train.schedule == "evaluate_each_sequence"
+    out, grads, train_seconds, evaluated, headline = None, None, 0.0, [], None
     state = {"nets": r.hypernets.nets, "opt_state": r.opt_state, "norms": r.hypernets.norms}
     done, state = ckpt.restore(state)
     hypernets, opt_state = Hypernets(nets=state["nets"], norms=state["norms"]), state["opt_state"]
     _write_json(os.path.join(workdir, "config.json"), resolved)
-    # Lines of the sequences after the checkpoint are dropped: this run writes them again.
-    checkpoint.rewind_metrics(metrics_path, done, steps)
-    with ckpt, open(metrics_path, "a") as metrics_file:
-        for e in tqdm.trange(done, len(r.train_batches), desc="train sequences", unit="seq"):
+    # Lines after the checkpoint are dropped: this run writes them again.
+    checkpoint.rewind_lines(paths["train_metrics.jsonl"], "sequence", done, steps)
+    for name in ("evaluations.jsonl", "curve.jsonl"):
+        checkpoint.rewind_lines(paths[name], "evaluation", done if each else 0)
+    if each and done == n_sequences:
+        logging.info("the checkpoint holds the complete run; its metrics are in %s", workdir)
+        with open(os.path.join(workdir, "metrics.json")) as f:
+            return json.load(f)
+
+    def save_hypernets():
+        reference_io.save_reference_file(
+            os.path.join(workdir, "hypernet.safetensors"), reference_io.to_reference(hypernets)
+        )
+
+    with ckpt, open(paths["train_metrics.jsonl"], "a") as metrics_file:
+        for e in tqdm.trange(done, n_sequences, desc="train sequences", unit="seq"):
+            start = time.time()
             hypernets, opt_state, grads, out = train_step.train_sequence_and_update(
                 r.spec, r.params, hypernets, opt_state, r.train_batches[e]
             )
@@ -86,43 +240,27 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 row = {"sequence": e, "step": t, **{k: float(v[t] if v.ndim else v) for k, v in scalars.items()}}
                 metrics_file.write(json.dumps(row) + "\n")
             metrics_file.flush()
+            train_seconds += time.time() - start
             if not np.isfinite(scalars["loss"]).all():
-                raise FloatingPointError(f"non-finite training loss in sequence {e}; see {metrics_path}")
+                raise FloatingPointError(
+                    f"non-finite training loss in sequence {e}; see {paths['train_metrics.jsonl']}"
+                )
+            if each:
+                if e == n_sequences - 1:
+                    save_hypernets()
+                evaluated.append(_evaluate(r, hypernets, workdir, e, e + 1, headline=e == n_sequences - 1))
+                hypernets = evaluated[-1].out.hypernets
+                if e == n_sequences - 1:
+                    headline = _finish(r, workdir, out, grads, hypernets, evaluated, train_seconds)
             state = {"nets": hypernets.nets, "opt_state": opt_state, "norms": hypernets.norms}
-            ckpt.save(e + 1, state, final=e + 1 == len(r.train_batches))
-    train_seconds = time.time() - start
-    if config.trace and out is None:
-        logging.warning("training was complete in the checkpoint: trace.npz holds the evaluation only")
-    elif config.trace:
-        trace.update(_trace_arrays("train", r.spec.layout, out["factors"]))
-        for t in range(steps):
-            trace[f"train/step{t}/gen_loss"] = scalars["gen_loss"][t]
-            trace[f"train/step{t}/loc_loss"] = scalars["loc_loss"][t]
-        ref_grads = reference_io.to_reference(hypernets.replace(nets=grads))
-        trace.update({f"train/grad/{k}": v for k, v in ref_grads.items() if ".normalizer." not in k})
-
-    reference_io.save_reference_file(
-        os.path.join(workdir, "hypernet.safetensors"), reference_io.to_reference(hypernets)
-    )
-
-    start = time.time()
-    scores, _, _, eval_factors = evaluation.evaluate(r.eval_spec, r.params, hypernets, r.eval_batches)
-    metrics = {k: float(v) for k, v in scores.items()}
-    metrics.update(
-        train_seconds=train_seconds,
-        eval_seconds=time.time() - start,
-        n_train_facts=len(r.train_facts),
-        n_eval_facts=len(r.eval_facts),
-        n_skipped_rows=r.n_skipped,
-        n_truncated=r.n_truncated,
-    )
-    _write_json(os.path.join(workdir, "metrics.json"), metrics)
-    if config.trace:
-        trace.update(_trace_arrays("eval", r.spec.layout, eval_factors))
-        with atomic.atomic_path(os.path.join(workdir, "trace.npz")) as tmp:
-            np.savez(tmp, **trace)
-    logging.info("ES %.4f  GS %.4f  LS %.4f", metrics["ES"], metrics["GS"], metrics["LS"])
-    return metrics
+            ckpt.save(e + 1, state, final=e + 1 == n_sequences)
+    if not each:
+        save_hypernets()
+        evaluated.append(_evaluate(r, hypernets, workdir, 0, n_sequences, headline=True))
+        hypernets = evaluated[-1].out.hypernets
+        headline = _finish(r, workdir, out, grads, hypernets, evaluated, train_seconds)
+    report.render(workdir)
+    return headline
 
 
 def _main(argv):

@@ -66,7 +66,7 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def _tokenize_kind(
+def tokenize_kind(
     tokenizer: Tokenizer,
     facts: list[Fact],
     indices: set[int],
@@ -159,7 +159,7 @@ def build_step_batches(
     used = {i for step in steps for i in step}
     kinds = {}
     for kind in KINDS:
-        pairs, n_truncated = _tokenize_kind(tokenizer, facts, used, kind, max_length, truncate)
+        pairs, n_truncated = tokenize_kind(tokenizer, facts, used, kind, max_length, truncate)
         length = min(_round_up(max(len(p) for p in pairs.values()), pad_to_multiple), max_length)
         kinds[kind] = assemble_kind_batch(steps, pairs, batch_size, length, tokenizer.pad_token_id, n_truncated)
     return StepBatches(**kinds)

@@ -99,6 +99,15 @@ def token_accuracy(logits, labels):
     return jnp.sum(hit, axis=-1) / jnp.maximum(jnp.sum(valid, axis=-1), 1)
 
 
+def agreement(logits, reference_logits, labels):
+    """Per row: fraction of answer tokens (`labels` set) whose argmax is `reference_logits`' argmax.
+
+    `[..., L, V]` (twice), `[..., L]` -> `[...]` (the second specificity protocol: agreement with the
+    unedited model's predictions)."""
+    predicted = jnp.where(labels != IGNORE, jnp.argmax(reference_logits, axis=-1), IGNORE)
+    return token_accuracy(logits, predicted)
+
+
 def new_beats_old(logits, labels, old_labels):
     """Per row (CounterFact, the reference's `succ_ratios`): the fraction of counted answer tokens where
     the label's logit beats the competing token's. A position counts where both `labels` and

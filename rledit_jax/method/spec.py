@@ -56,6 +56,7 @@ class Spec:
     gradient: str = "reference"  # how a training sequence's gradient is taken (config.train.gradient)
     metric: str = "token"  # the evaluation's per-row score: "token" accuracy or "counterfact"
     keep_factors: bool = False  # programs also return every step's shift factors (traces)
+    curve_every: int = 0  # the evaluation's retention-curve period in steps; 0 = no curve
 
     def __post_init__(self):
         if self.gradient not in GRADIENT_MODES:

@@ -4,7 +4,6 @@ Scores (ES / GS / LS, fractions in the files) are shown in percent with two deci
 with four significant digits. Each section writes its PNGs into `out_dir` and returns its Markdown.
 """
 
-import json
 import os
 
 from rledit_jax.report import plots
@@ -31,13 +30,20 @@ def _source(name: str, detail: str = "") -> str:
 
 
 def final_scores(metrics: dict, out_dir: str):
-    scores = table(["metric", "value (%)"], [[k, pct(metrics[k])] for k in plots.SCORE_KEYS])
+    names = [k for k in metrics if k in plots.SCORE_KEYS or k == "LS_agreement" or "_generated_" in k]
+    scores = table(["metric", "value (%)"], [[k, pct(metrics[k])] for k in names])
     facts = [
-        [k, v if isinstance(v, str) else num(v) if isinstance(v, (int, float)) else json.dumps(v)]
+        [k, v if isinstance(v, str) else num(v)]
         for k, v in metrics.items()
-        if k not in plots.SCORE_KEYS
+        if k not in names and isinstance(v, (str, int, float))
     ]
     text = f"## Final scores\n\n{_source('metrics.json')}\n\n{scores}\n"
+    evaluations = metrics.get("evaluations", [])
+    if len(evaluations) > 1:
+        keys = [k for k in ("ES", "GS", "LS", "LS_agreement") if k in evaluations[0]]
+        rows = [[str(e["evaluation"]), str(e["after_sequences"]), *(pct(e.get(k)) for k in keys)] for e in evaluations]
+        header = ["evaluation", "after training sequences", *(f"{k} (%)" for k in keys)]
+        text += f"\nEvery evaluation (the last is the one above):\n\n{table(header, rows)}\n"
     if facts:
         text += f"\nRun facts:\n\n{table(['fact', 'value'], facts)}\n"
     return text

@@ -243,15 +243,22 @@ def test_evaluation_matches_oracle(tmp_root, metric):
         torch_model, nets, to_oracle_steps(batches), list(sites), oracle.OracleConfig(token="ans"), metric=metric
     )
     program = spec_of(llm_config, layout, hparams(), batches, metric=metric, keep_factors=True)
-    scores, rows, _, factors = evaluation.evaluate(program, params, ours, batches)
+    out = evaluation.evaluate(program, params, ours, batches)
     for t, ref_shifts in enumerate(ref["shifts"]):
         for site in sites:
-            k, c = (np.asarray(x[t]) for x in factors[site])
+            k, c = (np.asarray(x[t]) for x in out.factors[site])
             assert_close(k.T @ c, ref_shifts[site].numpy(), what=f"eval step {t} {site}")
+    rows = out.rows
     for kind, name in evaluation.SCORES.items():
         real = np.asarray(getattr(batches, kind).fact_index) >= 0
         np.testing.assert_allclose(np.asarray(rows[kind])[real], ref["per_row"][kind].numpy(), atol=1e-6)
-        assert abs(float(scores[name]) - ref[name]) <= 1e-6
+        assert abs(float(out.scores[name]) - ref[name]) <= 1e-6
+    # The second specificity protocol: agreement with the unedited model's argmax.
+    real = np.asarray(batches.unrel.fact_index) >= 0
+    agreement = evaluation.agreement_rows(program, params, out.kernels, batches.unrel, program.lengths.unrel)
+    np.testing.assert_allclose(np.asarray(agreement)[real], ref["per_row"]["agreement"].numpy(), atol=1e-6)
+    assert abs(float(out.scores["LS_agreement"]) - ref["LS_agreement"]) <= 1e-6
+    assert 0 < ref["LS_agreement"] < 1  # the edits move some predictions, not all
     # On this random model, argmax accuracy stays 0 (the shifts above are what is compared); the
     # CounterFact comparison must move with the edits for the row check to mean something.
     if metric == "counterfact":

@@ -607,18 +607,29 @@ def evaluate(
 ) -> dict[str, Any]:
     """Lifelong editing from the model's current (base) weights, then ES / GS / LS on the final model.
 
-    Returns ``{"ES", "GS", "LS"}`` (python floats; mean over rows, rows without counted positions
-    excluded), ``"per_row": {"edit", "equiv", "unrel"}`` (1-D tensors, all steps' rows in order) and
+    Returns ``{"ES", "GS", "LS", "LS_agreement"}`` (python floats; mean over rows, rows without counted
+    positions excluded; LS_agreement: the unrel rows' argmax agreement with the unedited model),
+    ``"per_row": {"edit", "equiv", "unrel", "agreement"}`` (1-D tensors, all steps' rows in order) and
     ``"shifts"`` (list per step of site -> S). Normalisers stay updated; site weights are restored.
     """
     model.eval()
     base = _site_weights(model, site_names)
+    unrel = [mb for step in eval_steps for mb in step["unrel"]]
+    with torch.no_grad():
+        before = [_forward_logits(model, mb).argmax(dim=-1) for mb in unrel]
     try:
         shifts = [edit_step(model, nets, site_names, step["edit"], cfg) for step in eval_steps]
         per_row = {}
         for kind in ("edit", "equiv", "unrel"):
             rows = [row_scores(model, mb, metric) for step in eval_steps for mb in step[kind]]
             per_row[kind] = torch.cat(rows) if rows else torch.zeros(0)
+        with torch.no_grad():
+            agree = []
+            for mb, predicted in zip(unrel, before):
+                mask = mb["labels"] != IGNORE
+                same = (_forward_logits(model, mb).argmax(dim=-1) == predicted) & mask
+                agree.append(same.sum(dim=-1).to(torch.float64) / mask.sum(dim=-1))
+        per_row["agreement"] = torch.cat(agree) if agree else torch.zeros(0)
     finally:
         _restore_site_weights(model, base)
 
@@ -630,6 +641,7 @@ def evaluate(
         "ES": mean(per_row["edit"]),
         "GS": mean(per_row["equiv"]),
         "LS": mean(per_row["unrel"]),
+        "LS_agreement": mean(per_row["agreement"]),
         "per_row": per_row,
         "shifts": shifts,
     }

@@ -54,3 +54,9 @@ def favoured_model(ref, tmp_path_factory):
 def single_site(ref, favoured_model, tmp_path_factory):
     """`(setup, reference record, ours)`: the end-to-end runs of harness.zsre_setup on `harness.SITE`."""
     return harness.both_runs(ref, favoured_model, tmp_path_factory.mktemp("single_site"), [harness.SITE])
+
+
+@pytest.fixture(scope="session")
+def two_epochs(ref, favoured_model, tmp_path_factory):
+    """The end-to-end runs of `single_site` with two epochs (train, evaluate, train, evaluate)."""
+    return harness.both_runs(ref, favoured_model, tmp_path_factory.mktemp("two_epochs"), [harness.SITE], n_epochs=2)
