@@ -82,6 +82,13 @@ BAD = {
     "one data path": ({"data.train_path": __file__}, r"data\.eval_path=None: set both data\.train_path"),
     "hypernet suffix": ({"init.reference_hypernet": __file__}, r"init\.reference_hypernet=.*must end in one of"),
     "checkpoint.keep": ({"checkpoint.keep": 0}, r"checkpoint\.keep=0: must be an int >= 1"),
+    "schedule": ({"train.schedule": "never"}, r"train\.schedule='never': must be one of \['evaluate_each_sequence', "),
+    "curve_every<0": ({"eval.curve_every": -1}, r"eval\.curve_every=-1: must be an int >= 0"),
+    "general task": (
+        {"eval.general_tasks": ("sst2", "squad")},
+        r"eval\.general_tasks=.*must be a non-empty tuple of tasks",
+    ),
+    "general_path": ({"eval.general_path": "/no/such/dir"}, r"eval\.general_path='/no/such/dir': no such directory"),
 }
 
 
@@ -116,7 +123,7 @@ def _non_scalar_fields(config, prefix=""):
             yield f"{prefix}{key}", value
 
 
-OVERRIDES = {"model.edit_sites": ("transformer.h.5.mlp.fc_out",)}
+OVERRIDES = {"model.edit_sites": ("transformer.h.5.mlp.fc_out",), "eval.general_tasks": ("sst2", "mmlu")}
 
 
 def test_every_non_scalar_field_is_overridable_from_the_command_line():

@@ -19,8 +19,8 @@ at the end). Writes into `workdir`:
   evaluations.jsonl    one line per evaluation: evaluation, after_sequences, ES, GS, LS, LS_agreement, seconds
   curve.jsonl          retention-curve points (`eval.curve_every`): evaluation, step, edits, all, first
   general.jsonl        general-ability scores: evaluation, step (-1 = before editing), edits, tasks
-  metrics.json         the headline evaluation's scores (README "Metrics"), every evaluation's scores
-                       ("evaluations"), the general-ability scores and run facts
+  metrics.json         the headline evaluation's scores (README "Evaluation and metrics"), every evaluation's
+                       scores ("evaluations"), the general-ability scores and run facts
   hypernet.safetensors the trained hypernetworks, with the normalisers the last evaluation starts
                        from, in the reference's naming
   trace.npz            (with `trace=True`) shifts, losses and the final accumulated gradient
@@ -39,9 +39,9 @@ import tqdm
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rledit_jax import atomic, checkpoint, config_validation, data, general, generative, lifelong, report, run
+from rledit_jax import atomic, checkpoint, config_validation, data, report, run
 from rledit_jax.cli import app as cli_app
-from rledit_jax.method import edit_step as es
+from rledit_jax.cli import evaluation_phase
 from rledit_jax.method import reference_io, train_step
 from rledit_jax.method.spec import Hypernets
 
@@ -49,11 +49,6 @@ from rledit_jax.method.spec import Hypernets
 def _write_json(path, obj):
     with atomic.atomic_open(path) as f:
         json.dump(obj, f, indent=1)
-
-
-def _append_lines(path, records):
-    with open(path, "a") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
 
 
 def _read_lines(path) -> list[dict]:
@@ -81,87 +76,6 @@ def _checkpointer(r: run.Run, workdir: str, resolved: dict) -> checkpoint.Checkp
         digests=[checkpoint.sequence_digest(r.train_facts, s) for s in r.train_sequences],
         padded_lengths={**kinds, "packed": dataclasses.asdict(r.spec.lengths)},
     )
-
-
-def _general_scorer(r: run.Run):
-    """`score(kernels, step)`: a general.jsonl record of the model as edited through `step` (-1: unedited)."""
-    cfg = r.config.eval
-    stop_ids = general.stop_ids_of(r.config.model.path) if r.config.model.path else ()
-    edits = lifelong.edits_through(r.eval_batches)
-
-    def score(kernels, step):
-        result = general.evaluate(
-            r.spec.model,
-            r.params,
-            kernels,
-            r.tokenizer,
-            cfg.general_path,
-            n_per_task=cfg.general_n,
-            tasks=cfg.general_tasks,
-            stop_ids=stop_ids,
-        )
-        return {"step": step, "edits": int(edits[step]) if step >= 0 else 0, "tasks": result.scores}
-
-    return score
-
-
-@dataclasses.dataclass
-class _Evaluation:
-    record: dict  # its evaluations.jsonl line
-    out: object  # evaluation.Lifelong
-    extra: dict  # the headline's generative scores, general-ability scores and their seconds
-
-
-def _evaluate(r: run.Run, hypernets: Hypernets, workdir: str, index: int, after: int, headline: bool):
-    """Evaluation `index` (after `after` training sequences); appends its evaluations/curve lines."""
-    cfg = r.config.eval
-    score_general = _general_scorer(r) if headline and cfg.general_path else None
-    records, general_seconds = [], [0.0]
-
-    def at_stop(kernels, step):
-        start = time.time()
-        records.append(score_general(kernels, step))
-        general_seconds[0] += time.time() - start
-
-    if score_general:
-        at_stop(es.base_kernels(r.eval_spec, r.params), -1)
-    general_before, start = general_seconds[0], time.time()
-    out = lifelong.evaluate(
-        r.eval_spec,
-        r.params,
-        hypernets,
-        r.eval_batches,
-        stop_every=cfg.general_every if score_general else 0,
-        at_stop=at_stop,
-        desc=f"evaluation {index}",
-    )
-    seconds = time.time() - start - (general_seconds[0] - general_before)
-    record = {"evaluation": index, "after_sequences": after, **{k: float(v) for k, v in out.scores.items()}}
-    record["seconds"] = seconds
-    _append_lines(os.path.join(workdir, "evaluations.jsonl"), [record])
-    if out.curve is not None:
-        points = lifelong.curve_records(out.curve, r.eval_batches)
-        _append_lines(os.path.join(workdir, "curve.jsonl"), [{"evaluation": index, **p} for p in points])
-    extra = {}
-    if headline and score_general:
-        at_stop(out.kernels, r.eval_batches.edit.input_ids.shape[0] - 1)
-        with atomic.atomic_open(os.path.join(workdir, "general.jsonl")) as f:
-            f.writelines(json.dumps({"evaluation": index, **g}) + "\n" for g in records)
-        extra.update(
-            general_before=records[0]["tasks"], general=records[-1]["tasks"], general_seconds=general_seconds[0]
-        )
-    elif headline and os.path.exists(os.path.join(workdir, "general.jsonl")):
-        os.remove(os.path.join(workdir, "general.jsonl"))  # an earlier run's, with other settings
-    if headline and cfg.generative:
-        start = time.time()
-        facts = sorted({int(i) for i in np.asarray(r.eval_batches.edit.fact_index).ravel() if i >= 0})
-        extra.update(
-            generative.generative_scores(
-                r.spec.model, r.params, out.kernels, r.tokenizer, r.eval_facts, facts, truncate=r.config.data.truncate
-            )
-        )
-        extra["generative_seconds"] = time.time() - start
-    return _Evaluation(record, out, extra)
 
 
 def _finish(r: run.Run, workdir, out, grads, hypernets, evaluated: list, train_seconds: float) -> dict:
@@ -220,6 +134,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         checkpoint.rewind_lines(paths[name], "evaluation", done if each else 0)
     if each and done == n_sequences:
         logging.info("the checkpoint holds the complete run; its metrics are in %s", workdir)
+        report.render(workdir)
         with open(os.path.join(workdir, "metrics.json")) as f:
             return json.load(f)
 
@@ -248,7 +163,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
             if each:
                 if e == n_sequences - 1:
                     save_hypernets()
-                evaluated.append(_evaluate(r, hypernets, workdir, e, e + 1, headline=e == n_sequences - 1))
+                evaluated.append(
+                    evaluation_phase.evaluate(r, hypernets, workdir, e, e + 1, headline=e == n_sequences - 1)
+                )
                 hypernets = evaluated[-1].out.hypernets
                 if e == n_sequences - 1:
                     headline = _finish(r, workdir, out, grads, hypernets, evaluated, train_seconds)
@@ -256,7 +173,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             ckpt.save(e + 1, state, final=e + 1 == n_sequences)
     if not each:
         save_hypernets()
-        evaluated.append(_evaluate(r, hypernets, workdir, 0, n_sequences, headline=True))
+        evaluated.append(evaluation_phase.evaluate(r, hypernets, workdir, 0, n_sequences, headline=True))
         hypernets = evaluated[-1].out.hypernets
         headline = _finish(r, workdir, out, grads, hypernets, evaluated, train_seconds)
     report.render(workdir)

@@ -21,6 +21,15 @@ def test_token_accuracy_counts_answer_tokens_only():
     np.testing.assert_allclose(losses.token_accuracy(logits, labels), [0.5, 1.0])
 
 
+def test_agreement_with_the_unedited_argmax():
+    # Row 0: argmaxes after (1, 2, 0) vs before (1, 0, 0) at answer positions 0-2: 2 of 3 agree.
+    # Row 1: only position 2 is an answer; after 2, before 2: 1 of 1. Labels are not compared.
+    after = jax.nn.one_hot(jnp.array([[1, 2, 0], [0, 1, 2]]), 3)
+    before = jax.nn.one_hot(jnp.array([[1, 0, 0], [1, 1, 2]]), 3) * 2.0
+    labels = jnp.array([[2, 2, 2], [-100, -100, 0]])
+    np.testing.assert_allclose(losses.agreement(after, before, labels), [2 / 3, 1.0])
+
+
 def test_counterfact_new_beats_old_counts_where_both_are_set():
     logits = jnp.zeros((1, 4, 5)).at[0, 1, 2].set(1.0).at[0, 1, 3].set(0.5)  # pos 1: new 2 beats old 3
     logits = logits.at[0, 2, 4].set(0.2).at[0, 2, 1].set(0.9)  # pos 2: new 4 loses to old 1

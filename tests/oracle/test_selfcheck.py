@@ -494,6 +494,7 @@ def test_evaluate_hand_made():
     assert res["ES"] == pytest.approx((2 / 3 + 1 + 0) / 3)
     assert res["GS"] == pytest.approx(2 / 3)
     assert res["LS"] == pytest.approx((2 / 3 + 1 + 0 + 2 / 3) / 4)
+    assert res["LS_agreement"] == 1.0  # zero shifts: the model agrees with itself
     # normaliser updated (2 fc_out sites x 11 answer rows), weights restored
     assert float(nets["(64, 32)"].normalizer.n - n_before) == 2 * 11
     for s in SITES:

@@ -616,7 +616,7 @@ def evaluate(
     base = _site_weights(model, site_names)
     unrel = [mb for step in eval_steps for mb in step["unrel"]]
     with torch.no_grad():
-        before = [_forward_logits(model, mb).argmax(dim=-1) for mb in unrel]
+        before = [_forward_logits(model, mb).argmax(dim=-1)[:, : mb["labels"].shape[1]] for mb in unrel]
     try:
         shifts = [edit_step(model, nets, site_names, step["edit"], cfg) for step in eval_steps]
         per_row = {}
@@ -627,7 +627,7 @@ def evaluate(
             agree = []
             for mb, predicted in zip(unrel, before):
                 mask = mb["labels"] != IGNORE
-                same = (_forward_logits(model, mb).argmax(dim=-1) == predicted) & mask
+                same = (_forward_logits(model, mb).argmax(dim=-1)[:, : mask.shape[1]] == predicted) & mask
                 agree.append(same.sum(dim=-1).to(torch.float64) / mask.sum(dim=-1))
         per_row["agreement"] = torch.cat(agree) if agree else torch.zeros(0)
     finally:
