@@ -2,7 +2,8 @@
 
   bin/train --config=configs/tiny.py --workdir=runs/tiny [--config.hparams.rank=64 ...]
 
-`train_and_evaluate(config, workdir)` is the whole job as a library call. It builds the run
+`train_and_evaluate(config, workdir)` is the whole job as a library call (for a `config.method` that
+is not trained by sequences and then frozen, `baselines.lifelong.run_method`'s). It builds the run
 (`rledit_jax.run.setup`: every input checked before any weights load), trains for `train.sequences`
 sequences of `train.steps_per_sequence` steps (one compiled program per sequence), then runs the
 lifelong evaluation over `eval.steps` steps. Writes into `workdir`:
@@ -27,6 +28,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from rledit_jax import atomic, checkpoint, config_validation, data, run
+from rledit_jax.baselines import lifelong, methods
 from rledit_jax.cli import app as cli_app
 from rledit_jax.method import evaluation, reference_io, train_step
 from rledit_jax.method.spec import Hypernets
@@ -62,6 +64,8 @@ def _checkpointer(r: run.Run, workdir: str, resolved: dict) -> checkpoint.Checkp
 def train_and_evaluate(config, workdir: str) -> dict:
     """Runs the job described by `config`; returns the final metrics (also in `workdir/metrics.json`)."""
     r = run.setup(config)
+    if not methods.sequence_trained(config):
+        return lifelong.run_method(r, workdir)
     os.makedirs(workdir, exist_ok=True)
     resolved = json.loads(config.to_json())
     ckpt = _checkpointer(r, workdir, resolved)

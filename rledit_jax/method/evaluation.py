@@ -44,6 +44,18 @@ def row_scores(spec: Spec, params, kernels, kind_batch, lengths: KindLengths):
     return jax.lax.map(score, kind_batch)
 
 
+def final_scores(spec: Spec, params, kernels, batches):
+    """`(scores {ES, GS, LS}, per-row scores {kind: [T, M, B]})` of every fact of `batches` on the model
+    with the sites' `kernels` (however they were edited)."""
+    rows, scores = {}, {}
+    for kind, name in SCORES.items():
+        kind_batch = getattr(batches, kind)
+        rows[kind] = row_scores(spec, params, kernels, kind_batch, getattr(spec.lengths, kind))
+        real = kind_batch.fact_index >= 0
+        scores[name] = jnp.sum(jnp.where(real, rows[kind], 0.0)) / jnp.sum(real)
+    return scores, rows
+
+
 @program(donate=("hypernets",))
 def evaluate(spec: Spec, params, hypernets: Hypernets, batches):
     """`(scores {ES, GS, LS}, per-row scores {kind: [T, M, B]}, hypernets', factors per step or None)`.
@@ -52,10 +64,5 @@ def evaluate(spec: Spec, params, hypernets: Hypernets, batches):
     with `spec.keep_factors` (traces); see `train_step.train_sequence_and_update`.
     """
     kernels, hypernets, factors = edit_sequence(spec, params, hypernets, batches)
-    rows, scores = {}, {}
-    for kind, name in SCORES.items():
-        kind_batch = getattr(batches, kind)
-        rows[kind] = row_scores(spec, params, kernels, kind_batch, getattr(spec.lengths, kind))
-        real = kind_batch.fact_index >= 0
-        scores[name] = jnp.sum(jnp.where(real, rows[kind], 0.0)) / jnp.sum(real)
+    scores, rows = final_scores(spec, params, kernels, batches)
     return scores, rows, hypernets, factors if spec.keep_factors else None
