@@ -63,7 +63,7 @@ class Tiny:
             shapes, rank=hp.rank, n_blocks=hp.n_blocks, lr=hp.lr, seed=0, dtype=torch.float64, norm_eps=EPS32
         )
         state = reference_io.to_reference(hypernets)
-        nets.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+        nets.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
         return nets
 
 

@@ -14,6 +14,10 @@ applied), then
   `dL/dD = K A^-1 G_W` (then backpropagated into the net through `D`) and
   `dL/dlamda = -e^lamda <A^-1 G_W, S>`.
 
+Schemes: `train_per_batch` (the reference's, each batch on the model as it is, one Adam step each)
+and `train_sequence` (RLEdit's window loss, accumulated and clipped per step, one Adam step); then
+`lifelong` editing with an optional retraining every k steps, and `finetune` (ft).
+
 Differences from the reference are its bugs, absent here (README "Methods compared"): a ragged last
 micro-batch's value-gradients are used (not zeros), and retraining every k steps keeps the trained
 network for all k steps.
@@ -88,6 +92,29 @@ def predict(model, nets, site_names, KG, shift: str) -> dict[str, torch.Tensor]:
         }
 
 
+def step_gradient(model, nets, site_names, steps, t, cfg, *, token, shift):
+    """Step t of `steps` at the model's weights: capture, update the normalisers, predict the shifts,
+    then add the network gradient of the step loss (`orc.step_loss_terms` with `cfg`) to the nets'
+    `.grad`, the reference's way (module docstring). Returns `(shifts, loss terms)`."""
+    KG = capture_step(model, nets, site_names, steps[t]["edit"], token)
+    shifts = predict(model, nets, site_names, KG, shift)
+    leaves = {s: S.clone().requires_grad_(True) for s, S in shifts.items()}
+    terms = orc.step_loss_terms(model, site_names, leaves, steps, t, cfg)
+    grads_w = dict(zip(site_names, torch.autograd.grad(terms["loss"], [leaves[s] for s in site_names])))
+    for site, (key, idx) in orc.site_assignment(model, site_names).items():
+        BACKWARDS[shift](nets[key], idx, *KG[site], grads_w[site], shifts[site])
+    return shifts, {k: v.detach() for k, v in terms.items()}
+
+
+def _record(nets, shifts, terms, grad_norm) -> dict:
+    grads = {n: (p.grad if p.grad is not None else torch.zeros_like(p)).clone() for n, p in nets.named_parameters()}
+    return {"shifts": shifts, **terms, "grad_norm": grad_norm.detach(), "grads": grads}
+
+
+def _state(nets) -> dict:
+    return {k: v.detach().clone() for k, v in nets.state_dict().items()}
+
+
 def train_per_batch(model, nets, optimizer, steps, site_names, *, loc_coef, max_grad_norm, token, shift):
     """The per_batch scheme: every step of `steps` edited on the model as it is (never shifted here),
     one clipped Adam step each. Returns per step `{"shifts", "gen_loss", "loc_loss", "grad_norm",
@@ -95,30 +122,38 @@ def train_per_batch(model, nets, optimizer, steps, site_names, *, loc_coef, max_
     model.eval()
     cfg = dict(back_depth=1, time_decay=1.0, loc_coef=loc_coef, reg_coef=0.0)
     trace = []
-    for step in steps:
-        KG = capture_step(model, nets, site_names, step["edit"], token)
-        shifts = predict(model, nets, site_names, KG, shift)
-        leaves = {s: S.clone().requires_grad_(True) for s, S in shifts.items()}
-        terms = orc.step_loss_terms(model, site_names, leaves, [step], 0, cfg)
-        grads_w = dict(zip(site_names, torch.autograd.grad(terms["loss"], [leaves[s] for s in site_names])))
+    for t in range(len(steps)):
         optimizer.zero_grad(set_to_none=True)
-        for site, (key, idx) in orc.site_assignment(model, site_names).items():
-            BACKWARDS[shift](nets[key], idx, *KG[site], grads_w[site], shifts[site])
+        shifts, terms = step_gradient(model, nets, site_names, steps, t, cfg, token=token, shift=shift)
         grad_norm = torch.nn.utils.clip_grad_norm_(nets.parameters(), max_grad_norm)
-        grads = {
-            n: (p.grad if p.grad is not None else torch.zeros_like(p)).clone() for n, p in nets.named_parameters()
-        }
+        trace.append(_record(nets, shifts, terms, grad_norm))
         optimizer.step()
-        trace.append(
-            {
-                "shifts": shifts,
-                "gen_loss": terms["gen_loss"].detach(),
-                "loc_loss": terms["loc_loss"].detach(),
-                "grad_norm": grad_norm.detach(),
-                "grads": grads,
-                "state_dict": {k: v.detach().clone() for k, v in nets.state_dict().items()},
-            }
-        )
+        trace[-1]["state_dict"] = _state(nets)
+    return trace
+
+
+def train_sequence(model, nets, optimizer, steps, site_names, cfg, *, max_grad_norm, token, shift):
+    """RLEdit's sequence scheme for any shift: the steps edited one after the other, each step's
+    window loss (`cfg`: back_depth, time_decay, loc_coef, reg_coef) differentiated through its own
+    shift, the gradients accumulated and the accumulator clipped after every step, one Adam step at
+    the end. Returns `{"steps": [train_per_batch's per-step dict, "grads" accumulated], "state_dict"}`;
+    the site weights are restored."""
+    model.eval()
+    base = {s: orc.site_linear(model, s).weight.detach().clone() for s in site_names}
+    optimizer.zero_grad(set_to_none=True)
+    trace = {"steps": []}
+    try:
+        for t in range(len(steps)):
+            shifts, terms = step_gradient(model, nets, site_names, steps, t, cfg, token=token, shift=shift)
+            grad_norm = torch.nn.utils.clip_grad_norm_(nets.parameters(), max_grad_norm)
+            trace["steps"].append(_record(nets, shifts, terms, grad_norm))
+            orc.apply_shifts(model, shifts)
+        optimizer.step()
+    finally:
+        with torch.no_grad():
+            for s, w in base.items():
+                orc.site_linear(model, s).weight.copy_(w)
+    trace["state_dict"] = _state(nets)
     return trace
 
 
