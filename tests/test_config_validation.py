@@ -82,6 +82,21 @@ BAD = {
     "one data path": ({"data.train_path": __file__}, r"data\.eval_path=None: set both data\.train_path"),
     "hypernet suffix": ({"init.reference_hypernet": __file__}, r"init\.reference_hypernet=.*must end in one of"),
     "checkpoint.keep": ({"checkpoint.keep": 0}, r"checkpoint\.keep=0: must be an int >= 1"),
+    "method": ({"method": "sgd"}, r"method='sgd': must be one of \['rledit', 'malmen', 'mend', "),
+    "scheme": ({"train.scheme": "epoch"}, r"train\.scheme='epoch': must be one of \['sequence', 'per_batch'\]"),
+    "untrained scheme": (
+        {"method": "ridge", "train.scheme": "sequence"},
+        r"train\.scheme='sequence': method ridge is not trained; leave it unset",
+    ),
+    "per_batch gradient": (
+        {"method": "malmen", "train.gradient": "unrolled"},
+        r"train\.gradient='unrolled': method malmen trains per batch \(train\.scheme=per_batch\): only 'reference'",
+    ),
+    "per_batch trace": (
+        {"method": "mend", "trace": True},
+        r"trace=True: traces are written for networks trained by train\.scheme=sequence only",
+    ),
+    "ft steps": ({"method": "ft", "baselines.ft.steps": 0}, r"baselines\.ft\.steps=0: must be an int >= 1"),
 }
 
 
