@@ -89,7 +89,7 @@ def compare(config, names: list[str], workdir: str) -> list[dict]:
         "train batches": sum(b.edit.input_ids.shape[0] for b in base.train_batches),
         "eval steps": base.eval_batches.edit.input_ids.shape[0],
         "edits per step": config.data.n_edits,
-        "eval facts": len(base.eval_facts),
+        "facts edited": int((base.eval_batches.edit.fact_index >= 0).sum()),
     }
     atomic.write_json(os.path.join(workdir, "compare.json"), {"methods": results, "stream": stream})
     with atomic.atomic_open(os.path.join(workdir, "compare.md")) as f:

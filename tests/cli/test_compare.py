@@ -35,7 +35,7 @@ def test_bin_compare_tables_every_method(tmp_path):
 
     compare = inputs.read_file(str(workdir / "compare.json"), inputs.FILES["compare.json"])
     assert [m["method"] for m in compare["methods"]] == methods
-    assert compare["stream"] == {"train batches": 2, "eval steps": 2, "edits per step": 4, "eval facts": 8}
+    assert compare["stream"] == {"train batches": 2, "eval steps": 2, "edits per step": 4, "facts edited": 8}
     for row in compare["methods"]:
         metrics = json.loads((workdir / row["method"] / "metrics.json").read_text())
         assert {k: metrics[k] for k in ("ES", "GS", "LS", "edit_seconds")} == {
