@@ -23,6 +23,9 @@ def get_config():
     config.hparams.meta_lr = 1e-3
     config.hparams.back_depth = 4
 
+    # MEND's network at the tiny model's scale (the reference's rank 1920 is for 4096-wide models).
+    config.baselines.mend.rank = 32
+
     config.train.sequences = 4
     config.train.steps_per_sequence = 8
     config.eval.steps = 8

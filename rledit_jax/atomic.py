@@ -6,6 +6,7 @@ the destination is left as it was.
 """
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -59,3 +60,9 @@ def atomic_open(path: str, mode: str = "w"):
     """`open(path, mode)` (a write mode) through `atomic_path`."""
     with atomic_path(path) as tmp, open(tmp, mode) as f:
         yield f
+
+
+def write_json(path: str, obj) -> None:
+    """`obj` as indented JSON at `path`, through `atomic_open`."""
+    with atomic_open(path) as f:
+        json.dump(obj, f, indent=1)

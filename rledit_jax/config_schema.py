@@ -21,6 +21,9 @@ TOKEN_MODES = ("ans", "all")
 GRADIENT_MODES = ("reference", "unrolled", "unrolled_second_order")
 # When bin/train runs the lifelong evaluation (train.schedule).
 SCHEDULES = ("evaluate_each_sequence", "evaluate_at_end")
+# The methods compared (README "Methods compared"; `rledit_jax/baselines/methods.py` says what each is).
+METHODS = ("rledit", "malmen", "mend", "malmen_retrain", "mend_retrain", "ridge", "ft")
+TRAIN_SCHEMES = ("sequence", "per_batch")
 
 # Our field -> the PyTorch reference's name for it (github zhrli324/RLEdit, config/*.yaml), for users
 # of its code. Fields not listed have no counterpart there.
@@ -51,6 +54,7 @@ REFERENCE_NAMES = {
     "train.sequences": "editor.n_epochs",
     "train.steps_per_sequence": "num_seq",
     "eval.steps": "num_seq",
+    "method": "editor.name",
 }
 
 
@@ -159,4 +163,31 @@ def default_config() -> ml_collections.ConfigDict:
 
     # Write DIR/trace.npz with every shift, loss and the final accumulated gradient.
     config.trace = False
+
+    # The methods compared (bin/compare; README "Methods compared"). The method: METHODS above.
+    config.method = "rledit"
+    # How a hypernetwork method is trained: "sequence" (RLEdit's sequences, one Adam step each) or
+    # "per_batch" (MEND's and MALMEN's: every training batch edited on the unedited model, one Adam step
+    # per batch); unset = the method's own (rledit: sequence; the others: per_batch).
+    config.train.scheme = config_dict.placeholder(str)
+    config.baselines = ml_collections.ConfigDict()
+    # MEND's hyperparameters (mend, mend_retrain) where they differ from `hparams`: the reference's
+    # config/editor/mend.yaml. MALMEN's are RLEdit's (`hparams`).
+    config.baselines.mend = ml_collections.ConfigDict()
+    config.baselines.mend.rank = 1920
+    config.baselines.mend.n_blocks = 2
+    config.baselines.mend.token = "all"
+    config.baselines.mend.loc_coef = 1.0
+    config.baselines.mend.reg_coef = 1e-2
+    # malmen_retrain, mend_retrain: a fresh network is trained on the edited model before every
+    # `every`-th eval step (the reference: 1 in run_sequential_retrain, 3 in run_sequential_retrain_full).
+    config.baselines.retrain = ml_collections.ConfigDict()
+    config.baselines.retrain.every = 1
+    # ridge: the step size of its update (in place of hparams.lr, which RLEdit's training learns).
+    config.baselines.ridge = ml_collections.ConfigDict()
+    config.baselines.ridge.lr = 1e-6
+    # ft: Adam steps on the edit sites' kernels per edit batch, and their learning rate.
+    config.baselines.ft = ml_collections.ConfigDict()
+    config.baselines.ft.steps = 10
+    config.baselines.ft.lr = 1e-4
     return config

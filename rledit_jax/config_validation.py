@@ -16,13 +16,16 @@ from collections.abc import Callable
 
 import ml_collections
 
+from rledit_jax.baselines import methods
 from rledit_jax.config_schema import (
     DATASETS,
     GRADIENT_MODES,
     MATMUL_PRECISIONS,
+    METHODS,
     MODEL_DTYPES,
     SCHEDULES,
     TOKEN_MODES,
+    TRAIN_SCHEMES,
     default_config,
 )
 from rledit_jax.general.tasks import ALL_TASKS
@@ -164,6 +167,17 @@ RULES: dict[str, Callable] = {
     "checkpoint.every": positive_int,
     "checkpoint.keep": positive_int,
     "trace": boolean,
+    "method": one_of(*METHODS),
+    "train.scheme": lambda n, v: v is None or one_of(*TRAIN_SCHEMES)(n, v),
+    "baselines.mend.rank": positive_int,
+    "baselines.mend.n_blocks": positive_int,
+    "baselines.mend.token": one_of(*TOKEN_MODES),
+    "baselines.mend.loc_coef": non_negative_number,
+    "baselines.mend.reg_coef": non_negative_number,
+    "baselines.retrain.every": positive_int,
+    "baselines.ridge.lr": positive_number,
+    "baselines.ft.steps": positive_int,
+    "baselines.ft.lr": positive_number,
 }
 # The tiny model's other fields are its architecture's HF config fields, checked by the architecture.
 _TINY = "model.tiny."
@@ -177,6 +191,22 @@ def _leaves(config: ml_collections.ConfigDict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def _check_method(config) -> None:
+    """The combinations of `method`, `train.scheme` / `train.gradient` and the fields only some methods
+    read (README "Methods compared" has the table)."""
+    name, method = config.method, methods.METHODS[config.method]
+    if not method.trained and config.train.scheme is not None:
+        _fail("train.scheme", config.train.scheme, f"method {name} is not trained; leave it unset")
+    if methods.scheme_of(config) != "sequence" and config.train.gradient != "reference":
+        why = "is not trained" if not method.trained else "trains per batch (train.scheme=per_batch)"
+        _fail("train.gradient", config.train.gradient, f"method {name} {why}: only 'reference'")
+    if config.init.reference_hypernet and (method.retrain or not method.trained):
+        start = "from a fresh network at every retraining" if method.retrain else "without a trained network"
+        _fail("init.reference_hypernet", config.init.reference_hypernet, f"method {name} edits {start}")
+    if config.trace and not methods.sequence_trained(config):
+        _fail("trace", config.trace, "traces are written for networks trained by train.scheme=sequence only")
 
 
 def validate(config: ml_collections.ConfigDict, *, check_files: bool = True) -> None:
@@ -201,6 +231,7 @@ def validate(config: ml_collections.ConfigDict, *, check_files: bool = True) -> 
     if bool(config.data.train_path) != bool(config.data.eval_path):
         name = "data.eval_path" if config.data.train_path else "data.train_path"
         _fail(name, None, "set both data.train_path and data.eval_path, or neither (synthetic facts)")
+    _check_method(config)
     if config.model.path and not check_files:
         return
     try:

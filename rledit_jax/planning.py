@@ -79,9 +79,15 @@ def _flops(compiled) -> float:
     return float(cost.get("flops", float("nan")))
 
 
+def peak_bytes(compiled) -> int:
+    """A compiled program's peak: arguments + temporaries + outputs - aliased (XLA's memory analysis)."""
+    mem = compiled.memory_analysis()
+    return mem.argument_size_in_bytes + mem.temp_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+
+
 def _row(program, mode, steps, compiled, extra_flops: float = 0.0) -> PlanRow:
     mem = compiled.memory_analysis()
-    peak = mem.argument_size_in_bytes + mem.temp_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+    peak = peak_bytes(compiled)
     return PlanRow(
         program,
         mode,

@@ -23,11 +23,12 @@ import ml_collections
 from absl import logging
 
 from rledit_jax import config_schema, config_validation, data, models
+from rledit_jax.baselines import methods
 from rledit_jax.llm_config import model_config_of, tiny_model_config
 from rledit_jax.method import reference_io
 from rledit_jax.method.packing import Lengths
 from rledit_jax.method.sites import check_hypernets, make_layout
-from rledit_jax.method.spec import HParams, Hypernets, Spec, init_hypernets
+from rledit_jax.method.spec import Hypernets, Spec, init_hypernets
 from rledit_jax.method.train_step import make_optimizer
 
 
@@ -66,15 +67,17 @@ def load_tokenizer(config) -> data.Tokenizer:
 
 
 def make_spec(config, llm_config, lengths: Lengths) -> Spec:
-    """The spec of `config`'s programs for a model and the packed sizes of their batches."""
+    """The spec of `config`'s programs for a model and the packed sizes of their batches (with the
+    hyperparameters and shift of `config.method`, `baselines.methods`)."""
     return Spec(
         model=llm_config,
         layout=make_layout(llm_config, config.model.edit_sites),
-        hparams=HParams.from_config(config.hparams),
+        hparams=methods.hparams_of(config),
         lengths=lengths,
         gradient=config.train.gradient,
         metric=config_schema.DATASET_METRIC[config.data.name],
         keep_factors=config.trace,
+        shift=methods.shift_of(config),
     )
 
 
@@ -176,4 +179,21 @@ def setup(config) -> Run:
         train_batches=train_batches,
         eval_batches=eval_batches,
         n_skipped=n_skipped,
+    )
+
+
+def with_config(r: Run, config) -> Run:
+    """`r` under another `config` that differs in its method only (`config.method` and the fields
+    only methods read): the same model, facts and batches, with that method's specs, fresh
+    hypernetworks and Adam state. bin/compare runs every method on one run this way."""
+    config_validation.validate(config)
+    spec = make_spec(config, r.spec.model, r.spec.lengths)
+    hypernets = initial_hypernets(config, spec)
+    return dataclasses.replace(
+        r,
+        config=config,
+        spec=spec,
+        eval_spec=dataclasses.replace(spec, lengths=r.eval_spec.lengths),
+        hypernets=hypernets,
+        opt_state=make_optimizer(spec.hparams).init(hypernets.nets),
     )

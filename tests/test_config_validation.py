@@ -89,6 +89,21 @@ BAD = {
         r"eval\.general_tasks=.*must be a non-empty tuple of tasks",
     ),
     "general_path": ({"eval.general_path": "/no/such/dir"}, r"eval\.general_path='/no/such/dir': no such directory"),
+    "method": ({"method": "sgd"}, r"method='sgd': must be one of \['rledit', 'malmen', 'mend', "),
+    "scheme": ({"train.scheme": "epoch"}, r"train\.scheme='epoch': must be one of \['sequence', 'per_batch'\]"),
+    "untrained scheme": (
+        {"method": "ridge", "train.scheme": "sequence"},
+        r"train\.scheme='sequence': method ridge is not trained; leave it unset",
+    ),
+    "per_batch gradient": (
+        {"method": "malmen", "train.gradient": "unrolled"},
+        r"train\.gradient='unrolled': method malmen trains per batch \(train\.scheme=per_batch\): only 'reference'",
+    ),
+    "per_batch trace": (
+        {"method": "mend", "trace": True},
+        r"trace=True: traces are written for networks trained by train\.scheme=sequence only",
+    ),
+    "ft steps": ({"method": "ft", "baselines.ft.steps": 0}, r"baselines\.ft\.steps=0: must be an int >= 1"),
 }
 
 

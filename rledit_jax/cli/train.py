@@ -2,7 +2,8 @@
 
   bin/train --config=configs/tiny.py --workdir=runs/tiny [--config.hparams.rank=64 ...]
 
-`train_and_evaluate(config, workdir)` is the whole job as a library call. It builds the run
+`train_and_evaluate(config, workdir)` is the whole job as a library call (for a `config.method` that
+is not trained by sequences and then frozen, `baselines.lifelong.run_method`'s). It builds the run
 (`rledit_jax.run.setup`: every input checked before any weights load), then, per `train.schedule`:
 
   evaluate_each_sequence  the reference's `RLEDIT.run`: for each of `train.sequences` sequences, train
@@ -40,15 +41,12 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from rledit_jax import atomic, checkpoint, config_validation, data, report, run
+from rledit_jax.baselines import lifelong as baseline_runs
+from rledit_jax.baselines import methods
 from rledit_jax.cli import app as cli_app
 from rledit_jax.cli import evaluation_phase
 from rledit_jax.method import reference_io, train_step
 from rledit_jax.method.spec import Hypernets
-
-
-def _write_json(path, obj):
-    with atomic.atomic_open(path) as f:
-        json.dump(obj, f, indent=1)
 
 
 def _read_lines(path) -> list[dict]:
@@ -105,7 +103,7 @@ def _finish(r: run.Run, workdir, out, grads, hypernets, evaluated: list, train_s
         n_skipped_rows=r.n_skipped,
         n_truncated=r.n_truncated,
     )
-    _write_json(os.path.join(workdir, "metrics.json"), metrics)
+    atomic.write_json(os.path.join(workdir, "metrics.json"), metrics)
     if config.trace:
         trace.update(_trace_arrays("eval", r.spec.layout, last.out.factors))
         with atomic.atomic_path(os.path.join(workdir, "trace.npz")) as tmp:
@@ -117,6 +115,10 @@ def _finish(r: run.Run, workdir, out, grads, hypernets, evaluated: list, train_s
 def train_and_evaluate(config, workdir: str) -> dict:
     """Runs the job described by `config`; returns the final metrics (also in `workdir/metrics.json`)."""
     r = run.setup(config)
+    if not methods.sequence_trained(config):
+        metrics = baseline_runs.run_method(r, workdir)
+        report.render(workdir)
+        return metrics
     os.makedirs(workdir, exist_ok=True)
     resolved = json.loads(config.to_json())
     ckpt = _checkpointer(r, workdir, resolved)
@@ -127,7 +129,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     state = {"nets": r.hypernets.nets, "opt_state": r.opt_state, "norms": r.hypernets.norms}
     done, state = ckpt.restore(state)
     hypernets, opt_state = Hypernets(nets=state["nets"], norms=state["norms"]), state["opt_state"]
-    _write_json(os.path.join(workdir, "config.json"), resolved)
+    atomic.write_json(os.path.join(workdir, "config.json"), resolved)
     # Lines after the checkpoint are dropped: this run writes them again.
     checkpoint.rewind_lines(paths["train_metrics.jsonl"], "sequence", done, steps)
     for name in ("evaluations.jsonl", "curve.jsonl"):

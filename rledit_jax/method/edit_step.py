@@ -56,11 +56,11 @@ def update_norms(spec: Spec, norms, captures):
 
 
 def predict_factors(spec: Spec, nets, norms, captures):
-    """Every site's shift as factors `(K, C)`, from all of the step's rows at once."""
+    """Every site's shift as factors `(K, C)` (formed as `spec.shift` says), from all of the step's rows at once."""
     factors = {}
     for site in spec.layout.sites:
         k, g, mask = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), captures[site.name])
-        factors[site.name] = shift.shift_factors(
+        factors[site.name] = shift.FACTORS[spec.shift](
             nets[site.shape], norms[site.shape], k, g, mask, jnp.int32(site.index)
         )
     return factors

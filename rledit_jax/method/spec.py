@@ -15,7 +15,7 @@ import flax.struct
 import jax
 
 from rledit_jax.config_schema import GRADIENT_MODES, METRICS, TOKEN_MODES
-from rledit_jax.method import hypernet, normalizer
+from rledit_jax.method import hypernet, normalizer, shift
 from rledit_jax.method.packing import Lengths
 from rledit_jax.method.sites import SiteLayout
 from rledit_jax.models.contract import ModelConfig
@@ -57,12 +57,15 @@ class Spec:
     metric: str = "token"  # the evaluation's per-row score: "token" accuracy or "counterfact"
     keep_factors: bool = False  # programs also return every step's shift factors (traces)
     curve_every: int = 0  # the evaluation's retention-curve period in steps; 0 = no curve
+    shift: str = "solve"  # the shift from the network's output: "solve" (RLEdit, MALMEN) or "sum" (MEND)
 
     def __post_init__(self):
         if self.gradient not in GRADIENT_MODES:
             raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {self.gradient!r}")
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        if self.shift not in shift.FACTORS:
+            raise ValueError(f"shift must be one of {tuple(shift.FACTORS)}, got {self.shift!r}")
 
 
 @flax.struct.dataclass
