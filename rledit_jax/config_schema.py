@@ -139,6 +139,12 @@ def default_config() -> ml_collections.ConfigDict:
     # Checkpoints kept on disk (the oldest are deleted).
     config.checkpoint.keep = 2
 
+    # The device mesh (rledit_jax/partitioning): `data` splits a step's packed tokens, `model` the LLM's
+    # weights (tensor parallelism); data x model must be the run's devices, on all hosts together.
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = 1
+    config.mesh.model = 1
+
     # Write DIR/trace.npz with every shift, loss and the final accumulated gradient.
     config.trace = False
     return config

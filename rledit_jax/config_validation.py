@@ -27,6 +27,7 @@ from rledit_jax.config_schema import (
 from rledit_jax.llm_config import model_config_of
 from rledit_jax.method.sites import make_layout
 from rledit_jax.models import registry
+from rledit_jax.partitioning import rules
 
 
 class ConfigError(ValueError):
@@ -148,6 +149,8 @@ RULES: dict[str, Callable] = {
     "init.reference_hypernet": _HYPERNET_FILE,
     "checkpoint.every": positive_int,
     "checkpoint.keep": positive_int,
+    "mesh.data": positive_int,
+    "mesh.model": positive_int,
     "trace": boolean,
 }
 # The tiny model's other fields are its architecture's HF config fields, checked by the architecture.
@@ -197,3 +200,17 @@ def validate(config: ml_collections.ConfigDict, *, check_files: bool = True) -> 
         make_layout(llm_config, config.model.edit_sites)
     except ValueError as e:
         raise ConfigError(f"config field model.edit_sites: {e}") from None
+    check_mesh(llm_config, config.mesh)
+
+
+def check_mesh(llm_config, mesh_config) -> None:
+    """Raises `ConfigError` unless `mesh.model` divides every dimension of the LLM's weights it splits."""
+    if mesh_config.model == 1:  # Splits nothing: skips tracing the model's shapes.
+        return
+    shapes = rules.param_shapes(llm_config)
+    problems = rules.indivisible(llm_config, shapes, {"data": mesh_config.data, "model": mesh_config.model})
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        _fail(
+            "mesh.model", mesh_config.model, f"must divide every weight dimension it splits, not {problems[0]}{more}"
+        )

@@ -13,6 +13,7 @@ import dataclasses
 
 import flax.struct
 import jax
+from jax.sharding import Mesh
 
 from rledit_jax.config_schema import GRADIENT_MODES, METRICS, TOKEN_MODES
 from rledit_jax.method import hypernet, normalizer
@@ -56,6 +57,7 @@ class Spec:
     gradient: str = "reference"  # how a training sequence's gradient is taken (config.train.gradient)
     metric: str = "token"  # the evaluation's per-row score: "token" accuracy or "counterfact"
     keep_factors: bool = False  # programs also return every step's shift factors (traces)
+    mesh: Mesh | None = None  # the devices and axes the programs run over (`rledit_jax.partitioning`)
 
     def __post_init__(self):
         if self.gradient not in GRADIENT_MODES:
