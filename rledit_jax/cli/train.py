@@ -14,6 +14,9 @@ lifelong evaluation over `eval.steps` steps. Writes into `workdir`:
   trace.npz            (with `trace=True`) shifts, losses and the final accumulated gradient
   checkpoints/         training state after every `checkpoint.every` sequences (see checkpoint.py);
                        a run finds the latest one there and continues from it
+
+On several hosts (`--coordinator`, `rledit_jax.partitioning.hosts`) every host runs the same command;
+process 0 writes the files above, the others theirs under `workdir/process<i>/`.
 """
 
 import dataclasses
@@ -30,6 +33,7 @@ from rledit_jax import atomic, checkpoint, config_validation, data, run
 from rledit_jax.cli import app as cli_app
 from rledit_jax.method import evaluation, reference_io, train_step
 from rledit_jax.method.spec import Hypernets
+from rledit_jax.partitioning import hosts
 
 
 def _write_json(path, obj):
@@ -62,9 +66,11 @@ def _checkpointer(r: run.Run, workdir: str, resolved: dict) -> checkpoint.Checkp
 def train_and_evaluate(config, workdir: str) -> dict:
     """Runs the job described by `config`; returns the final metrics (also in `workdir/metrics.json`)."""
     r = run.setup(config)
+    # This process's files go to `workdir` (process 0) or below it; the checkpoints are shared by all.
+    ckpt_dir, workdir = workdir, hosts.output_dir(workdir)
     os.makedirs(workdir, exist_ok=True)
     resolved = json.loads(config.to_json())
-    ckpt = _checkpointer(r, workdir, resolved)
+    ckpt = _checkpointer(r, ckpt_dir, resolved)
     metrics_path = os.path.join(workdir, "train_metrics.jsonl")
     steps = config.train.steps_per_sequence
     trace, out = {}, None
@@ -128,6 +134,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 def _main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    hosts.initialize(flags.FLAGS.coordinator, flags.FLAGS.num_processes, flags.FLAGS.process_id)
     config_validation.validate(flags.FLAGS.config)
     cli_app.set_matmul_precision(flags.FLAGS.config)
     metrics = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
@@ -137,5 +144,8 @@ def _main(argv):
 def main():
     config_flags.DEFINE_config_file("config", None, "Config file (get_config()).", lock_config=True)
     flags.DEFINE_string("workdir", None, "Directory for metrics, the trained hypernetwork and traces.")
+    flags.DEFINE_string("coordinator", None, "HOST:PORT of process 0 to run on several hosts, or auto (hosts.py).")
+    flags.DEFINE_integer("num_processes", None, "With --coordinator HOST:PORT: the number of processes.")
+    flags.DEFINE_integer("process_id", None, "With --coordinator HOST:PORT: this process's index, 0 .. n - 1.")
     flags.mark_flags_as_required(["config", "workdir"])
     cli_app.run(_main, program="bin/train")
