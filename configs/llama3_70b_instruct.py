@@ -5,6 +5,9 @@ The 8B setting (`llama3_8b_instruct.py`) scaled to 80 layers: the MLP gate and u
 (8192, 28672): one hypernetwork over 36864-wide rows. It needs a mesh, e.g. 8 GPUs of 80 GB:
 
   bin/plan --config=configs/llama3_70b_instruct.py --model=meta-llama-3-70b-instruct --mesh=1x8 --steps=400
+
+On that mesh (planned on CPU, December) an edit step takes 52 GiB per device, but the unrolled training
+of T = 400 steps 175 GiB: more than 80 GB, so train it on more devices or with shorter sequences.
 """
 
 from rledit_jax.config_schema import default_config
