@@ -1,7 +1,7 @@
 # The two commands of the README, each a complete set-up on a fresh clone (the first one builds .venv
 # from the lock file):
 #   make demo    bin/train on the built-in tiny default (a random GPT-J, synthetic facts)
-#   make test    the test suite
+#   make test    the test suite (then the mesh tests, on 8 fake CPU devices in a process of their own)
 # Also: make test-reference (RLEDIT_REF_DIR=<checkout of zhrli324/RLEdit>), make lint, make lock.
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +17,8 @@ demo: $(STAMP)
 	$(RUN) bin/train --config=configs/tiny.py --workdir=runs/tiny
 
 test: $(STAMP)
-	$(RUN) -m pytest -q
+	$(RUN) -m pytest -q -m "not mesh"
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(RUN) -m pytest -q -m mesh
 
 test-reference: $(STAMP)
 	@test -n "$(RLEDIT_REF_DIR)" || { echo "set RLEDIT_REF_DIR to a checkout of zhrli324/RLEdit (BUILD.md)"; exit 2; }

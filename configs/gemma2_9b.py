@@ -6,22 +6,12 @@
     --config.data.train_path=zsre_train.json --config.data.eval_path=zsre_eval.json --workdir=runs/gemma2
 """
 
-from rledit_jax.config_schema import default_config
+from rledit_jax.config_schema import paper_config
 
 
 def get_config():
-    config = default_config()
     # Set to your local HF gemma-2-9b directory (config.json, safetensors, tokenizer).
-    config.model.path = "/path/to/gemma-2-9b"
-    config.model.dtype = "bfloat16"
-    config.model.edit_sites = tuple(
-        f"model.layers.{i}.mlp.{proj}" for i in range(32, 41) for proj in ("gate_proj", "up_proj")
+    return paper_config(
+        "/path/to/gemma-2-9b",
+        (f"model.layers.{i}.mlp.{proj}" for i in range(32, 41) for proj in ("gate_proj", "up_proj")),
     )
-    config.data.name = "zsre"
-    # The shared zsRE files hold a few rows with an empty new answer: skip and count them.
-    config.data.skip_malformed = True
-    config.data.n_edits = 20
-    config.data.batch_size = 4
-    config.train.steps_per_sequence = 400
-    config.eval.steps = 400
-    return config

@@ -8,22 +8,12 @@ the sites the same kind of projection. 16 sites of kernel shape (3584, 18944).
     --config.data.train_path=zsre_train.json --config.data.eval_path=zsre_eval.json --workdir=runs/qwen2
 """
 
-from rledit_jax.config_schema import default_config
+from rledit_jax.config_schema import paper_config
 
 
 def get_config():
-    config = default_config()
     # Set to your local HF Qwen2.5-7B-Instruct directory (config.json, safetensors, tokenizer).
-    config.model.path = "/path/to/Qwen2.5-7B-Instruct"
-    config.model.dtype = "bfloat16"
-    config.model.edit_sites = tuple(
-        f"model.layers.{i}.mlp.{proj}" for i in range(19, 27) for proj in ("gate_proj", "up_proj")
+    return paper_config(
+        "/path/to/Qwen2.5-7B-Instruct",
+        (f"model.layers.{i}.mlp.{proj}" for i in range(19, 27) for proj in ("gate_proj", "up_proj")),
     )
-    config.data.name = "zsre"
-    # The shared zsRE files hold a few rows with an empty new answer: skip and count them.
-    config.data.skip_malformed = True
-    config.data.n_edits = 20
-    config.data.batch_size = 4
-    config.train.steps_per_sequence = 400
-    config.eval.steps = 400
-    return config

@@ -19,6 +19,8 @@ DATASETS = tuple(DATASET_METRIC)
 METRICS = ("token", "counterfact")
 TOKEN_MODES = ("ans", "all")
 GRADIENT_MODES = ("reference", "unrolled", "unrolled_second_order")
+# The general-ability probe sets (`rledit_jax/general/tasks.py` defines them, in this order).
+GENERAL_TASKS = ("sst2", "mrpc", "cola", "rte", "nli", "mmlu", "sentiment_analysis", "dialogue")
 # When bin/train runs the lifelong evaluation (train.schedule).
 SCHEDULES = ("evaluate_each_sequence", "evaluate_at_end")
 # The methods compared (README "Methods compared"; `rledit_jax/baselines/methods.py` says what each is).
@@ -147,8 +149,8 @@ def default_config() -> ml_collections.ConfigDict:
     config.eval.general_path = config_dict.placeholder(str)
     config.eval.general_every = 0
     config.eval.general_n = 100
-    # The probe sets scored (general/tasks.py; RLEdit's own six are sst2 mrpc cola rte nli mmlu).
-    config.eval.general_tasks = ("sst2", "mrpc", "cola", "rte", "nli", "mmlu", "sentiment_analysis", "dialogue")
+    # The probe sets scored (GENERAL_TASKS; RLEdit's own six are sst2 mrpc cola rte nli mmlu).
+    config.eval.general_tasks = GENERAL_TASKS
 
     config.init = ml_collections.ConfigDict()
     # A reference (PyTorch) hypernetwork state dict to start from (.pth / .npz / .safetensors).
@@ -160,6 +162,12 @@ def default_config() -> ml_collections.ConfigDict:
     config.checkpoint.every = 1
     # Checkpoints kept on disk (the oldest are deleted).
     config.checkpoint.keep = 2
+
+    # The device mesh (rledit_jax/partitioning): `data` splits a step's packed tokens, `model` the LLM's
+    # weights (tensor parallelism); data x model must be the run's devices, on all hosts together.
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = 1
+    config.mesh.model = 1
 
     # Write DIR/trace.npz with every shift, loss and the final accumulated gradient.
     config.trace = False
@@ -190,4 +198,21 @@ def default_config() -> ml_collections.ConfigDict:
     config.baselines.ft = ml_collections.ConfigDict()
     config.baselines.ft.steps = 10
     config.baselines.ft.lr = 1e-4
+    return config
+
+
+def paper_config(model_path: str, edit_sites) -> ml_collections.ConfigDict:
+    """The paper's zsRE setting on an HF model directory and its edit sites: a bfloat16 model, 20 edits
+    per step in micro-batches of 4, 400 steps. The configs of the paper's models start from it."""
+    config = default_config()
+    config.model.path = model_path
+    config.model.dtype = "bfloat16"
+    config.model.edit_sites = tuple(edit_sites)
+    config.data.name = "zsre"
+    # The shared zsRE files hold a few rows with an empty new answer: skip and count them.
+    config.data.skip_malformed = True
+    config.data.n_edits = 20
+    config.data.batch_size = 4
+    config.train.steps_per_sequence = 400
+    config.eval.steps = 400
     return config

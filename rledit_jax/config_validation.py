@@ -19,6 +19,7 @@ import ml_collections
 from rledit_jax.baselines import methods
 from rledit_jax.config_schema import (
     DATASETS,
+    GENERAL_TASKS,
     GRADIENT_MODES,
     MATMUL_PRECISIONS,
     METHODS,
@@ -28,10 +29,10 @@ from rledit_jax.config_schema import (
     TRAIN_SCHEMES,
     default_config,
 )
-from rledit_jax.general.tasks import ALL_TASKS
 from rledit_jax.llm_config import model_config_of
 from rledit_jax.method.sites import make_layout
 from rledit_jax.models import registry
+from rledit_jax.partitioning import rules
 
 
 class ConfigError(ValueError):
@@ -110,8 +111,8 @@ def edit_sites(name, value):
 
 
 def general_tasks(name, value):
-    if not isinstance(value, tuple) or not value or any(t not in ALL_TASKS for t in value):
-        _fail(name, value, f"must be a non-empty tuple of tasks from {list(ALL_TASKS)}")
+    if not isinstance(value, tuple) or not value or any(t not in GENERAL_TASKS for t in value):
+        _fail(name, value, f"must be a non-empty tuple of tasks from {list(GENERAL_TASKS)}")
 
 
 def any_int(name, value):
@@ -166,6 +167,8 @@ RULES: dict[str, Callable] = {
     "init.reference_hypernet": _HYPERNET_FILE,
     "checkpoint.every": positive_int,
     "checkpoint.keep": positive_int,
+    "mesh.data": positive_int,
+    "mesh.model": positive_int,
     "trace": boolean,
     "method": one_of(*METHODS),
     "train.scheme": lambda n, v: v is None or one_of(*TRAIN_SCHEMES)(n, v),
@@ -243,3 +246,17 @@ def validate(config: ml_collections.ConfigDict, *, check_files: bool = True) -> 
         make_layout(llm_config, config.model.edit_sites)
     except ValueError as e:
         raise ConfigError(f"config field model.edit_sites: {e}") from None
+    check_mesh(llm_config, config.mesh)
+
+
+def check_mesh(llm_config, mesh_config) -> None:
+    """Raises `ConfigError` unless `mesh.model` divides every dimension of the LLM's weights it splits."""
+    if mesh_config.model == 1:  # Splits nothing: skips tracing the model's shapes.
+        return
+    shapes = rules.param_shapes(llm_config)
+    problems = rules.indivisible(llm_config, shapes, {"data": mesh_config.data, "model": mesh_config.model})
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        _fail(
+            "mesh.model", mesh_config.model, f"must divide every weight dimension it splits, not {problems[0]}{more}"
+        )

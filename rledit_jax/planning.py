@@ -6,6 +6,10 @@ sequence + Adam step per gradient mode and sequence length T; one edit step) and
 analysis and FLOP estimate. Numbers are those of the backend that compiles (run it on the target
 accelerator for exact figures; the CPU backend's buffer assignment is an estimate of a GPU's).
 
+On a mesh (`config.mesh`, `rledit_jax.partitioning`) the inputs carry the shardings of a real run
+and the programs compile for the mesh's devices: every column is per device. Without that many
+devices (`devices_for`), they compile for fake CPU devices (`bin/plan --mesh` starts them).
+
 Columns: `args` (inputs, the frozen model included), `temp` (XLA's scratch, where activations and
 scan residuals live), `out`, `peak` = args + temp + out - aliased, and the FLOPs of one full-depth
 training step. XLA's estimate counts a loop body once, so the training program's count is one step
@@ -18,14 +22,17 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
-from rledit_jax import data, models, run
+from rledit_jax import config_validation, data, models, run
 from rledit_jax.jit import program
 from rledit_jax.llm_config import model_config_of
 from rledit_jax.method import edit_step, sequence, train_step
 from rledit_jax.method.packing import KindLengths, Lengths, round_up
 from rledit_jax.method.spec import init_hypernets
 from rledit_jax.models import known_configs
+from rledit_jax.partitioning import placement, rules
+from rledit_jax.partitioning.mesh import make_mesh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,10 +57,21 @@ def model_config(config, model_name: str | None):
     return model_config_of(config.model)
 
 
-def abstract_batches(steps: int, n_edits: int, batch_size: int, seq_len: int) -> data.StepBatches:
+def devices_for(n: int) -> list:
+    """`n` devices to compile for: the default backend's, or the CPU's when it has fewer."""
+    devices = jax.devices()
+    return (devices if len(devices) >= n else jax.devices("cpu"))[:n]
+
+
+def _on(tree, shardings):
+    """`jax.ShapeDtypeStruct`s of `tree`'s leaves with the shardings of `shardings`."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def abstract_batches(steps: int, n_edits: int, batch_size: int, seq_len: int, sharding=None) -> data.StepBatches:
     micro = -(-n_edits // batch_size)
-    tokens = jax.ShapeDtypeStruct((steps, micro, batch_size, seq_len), jnp.int32)
-    rows = jax.ShapeDtypeStruct((steps, micro, batch_size), jnp.int32)
+    tokens = jax.ShapeDtypeStruct((steps, micro, batch_size, seq_len), jnp.int32, sharding=sharding)
+    rows = jax.ShapeDtypeStruct((steps, micro, batch_size), jnp.int32, sharding=sharding)
     kind = data.KindBatch(
         input_ids=tokens, attention_mask=tokens, labels=tokens, old_labels=tokens, fact_index=rows, n_truncated=0
     )
@@ -103,15 +121,22 @@ def _row(program, mode, steps, compiled, extra_flops: float = 0.0) -> PlanRow:
 def plan(config, *, modes, steps_list, seq_len: int, answer_len: int, model_name: str | None = None):
     """PlanRows for the training program (each mode x T) and for one edit step, from shapes alone."""
     llm = model_config(config, model_name)
+    config_validation.check_mesh(llm, config.mesh)
+    mesh = make_mesh(config.mesh, devices_for(config.mesh.data * config.mesh.model))
     # Every example `seq_len` tokens long: the packed steps hold n_edits * seq_len tokens.
     kind = KindLengths(answers=answer_len, tokens=round_up(config.data.n_edits * seq_len, 16))
-    spec = run.make_spec(config, llm, Lengths(edit=kind, equiv=kind, unrel=kind))
+    spec = run.make_spec(config, llm, Lengths(edit=kind, equiv=kind, unrel=kind), mesh)
     key = jax.random.PRNGKey(0)
-    params = jax.eval_shape(lambda: models.init_params(llm, key))
-    hypernets = jax.eval_shape(lambda: init_hypernets(key, spec.layout, spec.hparams))
-    opt_state = jax.eval_shape(lambda h: train_step.make_optimizer(spec.hparams).init(h.nets), hypernets)
+    whole = lambda tree: _on(tree, placement.replicated(mesh, tree))
+    params = _on(rules.param_shapes(llm), rules.param_shardings(mesh, llm))
+    hypernets = whole(jax.eval_shape(lambda: init_hypernets(key, spec.layout, spec.hparams)))
+    opt_state = whole(jax.eval_shape(lambda h: train_step.make_optimizer(spec.hparams).init(h.nets), hypernets))
     n_edits, batch_size = config.data.n_edits, config.data.batch_size
-    kernels = jax.eval_shape(lambda p: edit_step.base_kernels(spec, p), params)
+    kernels = _on(
+        jax.eval_shape(lambda p: edit_step.base_kernels(spec, p), params),
+        rules.named(mesh, {s: rules.site_spec(llm, s) for s in spec.layout.names}),
+    )
+    batch_sharding = rules.named(mesh, P())
     depth = spec.hparams.back_depth
     rows = []
     for mode in modes:
@@ -119,19 +144,22 @@ def plan(config, *, modes, steps_list, seq_len: int, answer_len: int, model_name
         reference = mode == "reference"
         m = -(-n_edits // batch_size)
         pre = (
-            jax.ShapeDtypeStruct((depth, m, batch_size, answer_len, llm.vocab_size), jnp.float32)
+            jax.ShapeDtypeStruct(
+                (depth, m, batch_size, answer_len, llm.vocab_size), jnp.float32, sharding=batch_sharding
+            )
             if reference
             else None
         )
-        one = abstract_batches(1, n_edits, batch_size, seq_len)
+        one = abstract_batches(1, n_edits, batch_size, seq_len, batch_sharding)
         entry = _flops(window_entry_program.lower(mode_spec, params, kernels, kernels, one, pre).compile())
         extra = (depth - 1) * entry * (1 if reference else 2)
         for steps in steps_list:
-            batches = abstract_batches(steps, n_edits, batch_size, seq_len)
+            batches = abstract_batches(steps, n_edits, batch_size, seq_len, batch_sharding)
             lowered = train_step.train_sequence_and_update.lower(mode_spec, params, hypernets, opt_state, batches)
             rows.append(_row("train sequence", mode, steps, lowered.compile(), extra))
     step_batch = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), abstract_batches(1, n_edits, batch_size, seq_len).edit
+        lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=batch_sharding),
+        abstract_batches(1, n_edits, batch_size, seq_len).edit,
     )
     compiled = edit_step_program.lower(spec, params, hypernets, kernels, step_batch).compile()
     rows.append(_row("edit step", "-", 1, compiled))
@@ -140,9 +168,12 @@ def plan(config, *, modes, steps_list, seq_len: int, answer_len: int, model_name
 
 def format_table(llm, layout, config, rows, seq_len, answer_len) -> str:
     gib = 2.0**30
+    n = config.mesh.data * config.mesh.model
     head = (
         f"model {llm.model_type}: n_layers={llm.n_layers} vocab={llm.vocab_size} "
         f"dtype={llm.param_dtype}; sites {list(layout.names)}\n"
+        f"mesh data={config.mesh.data} x model={config.mesh.model}, compiled for {n} "
+        f"{devices_for(n)[0].platform} device(s); memory per device\n"
         f"n_edits={config.data.n_edits} batch_size={config.data.batch_size} seq_len={seq_len} "
         f"answer_len={answer_len} back_depth={config.hparams.back_depth} rank={config.hparams.rank}\n"
     )

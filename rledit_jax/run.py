@@ -7,8 +7,12 @@
     run.train_batches[e], run.eval_batches
 
 `setup` checks every input (the config, the model's config and edit sites, the data files, the
-tokenisation) before it loads any weights. Its pieces serve the other entry points: `load_model` and
-`make_spec` (the edit library, bin/plan from shapes alone) and `initial_hypernets`.
+tokenisation, the mesh) before it loads any weights. Its pieces serve the other entry points:
+`load_model` and `make_spec` (the edit library, bin/plan from shapes alone) and `initial_hypernets`.
+
+Devices: the programs run over the mesh of `config.mesh` (`spec.mesh`, `rledit_jax.partitioning`):
+the LLM's weights are loaded straight onto their shards, the hypernetworks and the optimiser state
+are whole on every device.
 
 Streams: a training sequence is `train.steps_per_sequence` steps of `data.n_edits` fact indices, and
 there are `train.sequences` of them; the evaluation is `eval.steps` steps. They come from
@@ -30,6 +34,8 @@ from rledit_jax.method.packing import Lengths
 from rledit_jax.method.sites import check_hypernets, make_layout
 from rledit_jax.method.spec import Hypernets, Spec, init_hypernets
 from rledit_jax.method.train_step import make_optimizer
+from rledit_jax.partitioning import placement, rules
+from rledit_jax.partitioning.mesh import make_mesh
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -53,12 +59,15 @@ class Run:
         return self.train_batches[0].n_truncated + self.eval_batches.n_truncated
 
 
-def load_model(model_config) -> tuple[models.ModelConfig, dict]:
-    """`(llm_config, params)` of `config.model`: its HF directory, or the tiny random model."""
+def load_model(model_config, mesh=None) -> tuple[models.ModelConfig, dict]:
+    """`(llm_config, params)` of `config.model`: its HF directory, or the tiny random model; on `mesh`
+    split by the partition rules (`partitioning.rules`), else on the default device."""
+    shardings = None if mesh is None else rules.param_shardings(mesh, model_config_of(model_config))
     if model_config.path:
-        return models.load_hf(model_config.path, param_dtype=model_config.dtype)
+        return models.load_hf(model_config.path, param_dtype=model_config.dtype, shardings=shardings)
     llm_config = tiny_model_config(model_config)
-    return llm_config, models.init_params(llm_config, jax.random.PRNGKey(model_config.tiny.seed))
+    params = models.init_params(llm_config, jax.random.PRNGKey(model_config.tiny.seed))
+    return llm_config, params if mesh is None else placement.place(params, shardings)
 
 
 def load_tokenizer(config) -> data.Tokenizer:
@@ -66,9 +75,9 @@ def load_tokenizer(config) -> data.Tokenizer:
     return data.load_tokenizer(config.data.tokenizer_path or config.model.path)
 
 
-def make_spec(config, llm_config, lengths: Lengths) -> Spec:
-    """The spec of `config`'s programs for a model and the packed sizes of their batches (with the
-    hyperparameters and shift of `config.method`, `baselines.methods`)."""
+def make_spec(config, llm_config, lengths: Lengths, mesh=None) -> Spec:
+    """The spec of `config`'s programs for a model and the packed sizes of their batches, on `mesh` (with
+    the hyperparameters and shift of `config.method`, `baselines.methods`)."""
     return Spec(
         model=llm_config,
         layout=make_layout(llm_config, config.model.edit_sites),
@@ -78,6 +87,7 @@ def make_spec(config, llm_config, lengths: Lengths) -> Spec:
         metric=config_schema.DATASET_METRIC[config.data.name],
         keep_factors=config.trace,
         shift=methods.shift_of(config),
+        mesh=mesh,
     )
 
 
@@ -146,6 +156,7 @@ def step_batches(config, tokenizer, facts, steps, max_length: int) -> data.StepB
 def setup(config) -> Run:
     """Builds the run of `config` (see the module docstring); raises on bad input before any weights load."""
     config_validation.validate(config)
+    mesh = make_mesh(config.mesh)
     train_facts, eval_facts, n_skipped = load_splits(config)
     llm_config = model_config_of(config.model)
     tokenizer = load_tokenizer(config)
@@ -162,16 +173,17 @@ def setup(config) -> Run:
         jax.tree.map(lambda x, e=e: x[e * steps : (e + 1) * steps], all_train) for e in range(len(train_sequences))
     ]
     eval_batches = step_batches(config, tokenizer, eval_facts, eval_steps, llm_config.max_length)
-    spec = make_spec(config, llm_config, Lengths.of(all_train))
+    spec = make_spec(config, llm_config, Lengths.of(all_train), mesh)
     hypernets = initial_hypernets(config, spec)
-    _, params = load_model(config.model)
+    opt_state = make_optimizer(spec.hparams).init(hypernets.nets)
+    _, params = load_model(config.model, mesh)
     return Run(
         config=config,
         spec=spec,
         eval_spec=dataclasses.replace(spec, lengths=Lengths.of(eval_batches), curve_every=config.eval.curve_every),
         params=params,
-        hypernets=hypernets,
-        opt_state=make_optimizer(spec.hparams).init(hypernets.nets),
+        hypernets=placement.place(hypernets, placement.replicated(mesh, hypernets)),
+        opt_state=placement.place(opt_state, placement.replicated(mesh, opt_state)),
         tokenizer=tokenizer,
         train_facts=train_facts,
         eval_facts=eval_facts,
@@ -187,13 +199,14 @@ def with_config(r: Run, config) -> Run:
     only methods read): the same model, facts and batches, with that method's specs, fresh
     hypernetworks and Adam state. bin/compare runs every method on one run this way."""
     config_validation.validate(config)
-    spec = make_spec(config, r.spec.model, r.spec.lengths)
+    spec = make_spec(config, r.spec.model, r.spec.lengths, r.spec.mesh)
     hypernets = initial_hypernets(config, spec)
+    opt_state = make_optimizer(spec.hparams).init(hypernets.nets)
     return dataclasses.replace(
         r,
         config=config,
         spec=spec,
         eval_spec=dataclasses.replace(spec, lengths=r.eval_spec.lengths),
-        hypernets=hypernets,
-        opt_state=make_optimizer(spec.hparams).init(hypernets.nets),
+        hypernets=placement.place(hypernets, placement.replicated(spec.mesh, hypernets)),
+        opt_state=placement.place(opt_state, placement.replicated(spec.mesh, opt_state)),
     )

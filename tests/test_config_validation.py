@@ -9,7 +9,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from rledit_jax import config_schema, models
-from rledit_jax.config_validation import RULES, ConfigError, _leaves, validate
+from rledit_jax.config_validation import RULES, ConfigError, _leaves, check_mesh, validate
 from rledit_jax.llm_config import model_config_of
 from rledit_jax.method.sites import make_layout
 from rledit_jax.models import known_configs
@@ -22,6 +22,7 @@ CONFIG_MODELS = {
     "bench_gptj_8l": None,
     "gptj": "gpt-j-6b",
     "llama3_8b_instruct": "meta-llama-3-8b-instruct",
+    "llama3_70b_instruct": "meta-llama-3-70b-instruct",
     "mistral_7b": "mistral-7b-v0.3",
     "gemma2_9b": "gemma-2-9b",
     "qwen2_5_7b": "qwen2.5-7b-instruct",
@@ -51,6 +52,7 @@ def test_every_shipped_config_validates(name):
     else:
         llm = models.config_from_hf(known_configs.KNOWN_CONFIGS[known])
     assert make_layout(llm, config.model.edit_sites).names == config.model.edit_sites
+    check_mesh(llm, config.mesh)  # the mesh divides every weight it splits
 
 
 def shrunk(**fields):
@@ -161,6 +163,7 @@ def test_every_non_scalar_field_is_overridable_from_the_command_line():
 SHAPE_GROUPS = {
     "tiny_llama": {(64, 256): 1, (256, 64): 1},
     "llama3_8b_instruct": {(4096, 14336): 18},
+    "llama3_70b_instruct": {(8192, 28672): 18},
     "mistral_7b": {(14336, 4096): 2},
     "gemma2_9b": {(3584, 14336): 18},
     "qwen2_5_7b": {(3584, 18944): 16},

@@ -1,8 +1,14 @@
 """bin/plan: memory and FLOPs of the training and editing programs for a config, without weights.
 
 bin/plan --config=configs/gptj.py --model=gpt-j-6b --steps=100,400 --modes=reference,unrolled
+bin/plan --config=configs/llama3_70b_instruct.py --model=meta-llama-3-70b-instruct --mesh=1x8 --steps=400
+
+`--mesh=DATAxMODEL` (the same as `--config.mesh.data=DATA --config.mesh.model=MODEL`) plans per device
+on that mesh: on the accelerators when the machine has that many, else on as many CPU devices, which
+this process starts (a CPU's buffer assignment is an estimate of a GPU's).
 """
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -20,10 +26,26 @@ def _positive_ints(name: str, values: list[str]) -> list[int]:
     return ints
 
 
+def _set_mesh(config, mesh: str | None) -> None:
+    """`config.mesh` from `--mesh=DATAxMODEL`, and CPU devices enough for it (before jax starts)."""
+    if mesh is not None:
+        try:
+            sizes = [int(v) for v in mesh.split("x")]
+        except ValueError:
+            sizes = []
+        if len(sizes) != 2 or min(sizes) < 1:
+            raise app.UsageError(f"--mesh must be DATAxMODEL, two positive integers such as 2x4, got {mesh!r}")
+        config.mesh.data, config.mesh.model = sizes
+    n = config.mesh.data * config.mesh.model
+    if n > 1:
+        jax.config.update("jax_num_cpu_devices", n)
+
+
 def _main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
+    _set_mesh(f.config, f.mesh)
     # Planning reads no data and, with --model, no model directory: paths need not exist.
     config_validation.validate(f.config, check_files=False)
     cli_app.set_matmul_precision(f.config)
@@ -45,5 +67,6 @@ def main():
     flags.DEFINE_list("modes", ["reference", "unrolled"], "Gradient modes (train.gradient values).")
     flags.DEFINE_integer("seq_len", 32, "Padded tokens per example (every kind).")
     flags.DEFINE_integer("answer_len", 8, "Longest answer, in tokens.")
+    flags.DEFINE_string("mesh", None, "DATAxMODEL, e.g. 1x8: memory per device on that mesh (config.mesh).")
     flags.mark_flags_as_required(["config"])
     cli_app.run(_main, program="bin/plan")

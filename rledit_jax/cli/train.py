@@ -28,6 +28,9 @@ at the end). Writes into `workdir`:
   checkpoints/         training state after every `checkpoint.every` sequences (and their evaluations;
                        see checkpoint.py); a run finds the latest one there and continues from it
   report.md, *.png     bin/report's rendering of the above
+
+On several hosts (`--coordinator`, `rledit_jax.partitioning.hosts`) every host runs the same command;
+process 0 writes the files above, the others theirs under `workdir/process<i>/`.
 """
 
 import dataclasses
@@ -47,6 +50,7 @@ from rledit_jax.cli import app as cli_app
 from rledit_jax.cli import evaluation_phase
 from rledit_jax.method import reference_io, train_step
 from rledit_jax.method.spec import Hypernets
+from rledit_jax.partitioning import hosts
 
 
 def _read_lines(path) -> list[dict]:
@@ -119,9 +123,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
         metrics = baseline_runs.run_method(r, workdir)
         report.render(workdir)
         return metrics
+    # This process's files go to `workdir` (process 0) or below it; the checkpoints are shared by all.
+    ckpt_dir, workdir = workdir, hosts.output_dir(workdir)
     os.makedirs(workdir, exist_ok=True)
     resolved = json.loads(config.to_json())
-    ckpt = _checkpointer(r, workdir, resolved)
+    ckpt = _checkpointer(r, ckpt_dir, resolved)
     paths = {name: os.path.join(workdir, name) for name in ("train_metrics.jsonl", "evaluations.jsonl", "curve.jsonl")}
     steps, n_sequences = config.train.steps_per_sequence, len(r.train_batches)
     each = config.train.schedule == "evaluate_each_sequence"
@@ -185,6 +191,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 def _main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    hosts.initialize(flags.FLAGS.coordinator, flags.FLAGS.num_processes, flags.FLAGS.process_id)
     config_validation.validate(flags.FLAGS.config)
     cli_app.set_matmul_precision(flags.FLAGS.config)
     metrics = train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
@@ -194,5 +201,8 @@ def _main(argv):
 def main():
     config_flags.DEFINE_config_file("config", None, "Config file (get_config()).", lock_config=True)
     flags.DEFINE_string("workdir", None, "Directory for metrics, the trained hypernetwork and traces.")
+    flags.DEFINE_string("coordinator", None, "HOST:PORT of process 0 to run on several hosts, or auto (hosts.py).")
+    flags.DEFINE_integer("num_processes", None, "With --coordinator HOST:PORT: the number of processes.")
+    flags.DEFINE_integer("process_id", None, "With --coordinator HOST:PORT: this process's index, 0 .. n - 1.")
     flags.mark_flags_as_required(["config", "workdir"])
     cli_app.run(_main, program="bin/train")

@@ -32,6 +32,7 @@ from rledit_jax.method import reference_io
 from rledit_jax.method.packing import KindLengths, Lengths
 from rledit_jax.method.sites import SiteLayout, check_hypernets
 from rledit_jax.method.spec import Hypernets, Spec
+from rledit_jax.partitioning.mesh import make_mesh
 
 
 class NonFiniteShiftError(FloatingPointError):
@@ -118,9 +119,10 @@ class EditSession:
         `model`: an already loaded `(llm_config, params)` (as `run.load_model` returns).
         """
         config_validation.validate(config)
-        llm_config, params = model or run.load_model(config.model)
+        mesh = make_mesh(config.mesh)
+        llm_config, params = model or run.load_model(config.model, mesh)
         # The packed sizes are those of each batch (`batch_spec`).
-        spec = run.make_spec(config, llm_config, Lengths(edit=KindLengths(answers=1, tokens=1)))
+        spec = run.make_spec(config, llm_config, Lengths(edit=KindLengths(answers=1, tokens=1)), mesh)
         return cls(
             spec,
             params,

@@ -16,6 +16,9 @@ the same compiled program. With S = `capacity` history slots, R = `max_rows` row
   next_id       int32: the id the next applied batch gets (ids are never reused)
   n_committed   int32: batches folded into `base`, no longer in history
 
+On a mesh (`spec.mesh`), `kernels`, `base` and the history's factors are split like the sites' kernels
+(`partitioning.rules`), everything else is whole on every device (`state_shardings`).
+
 Invariant: `kernels == replay(base, history)`, i.e. `base + S_1 + S_2 + ...` added one batch at a
 time in the order they were applied, by the same expression as the edit (`edit_step.apply_factors`).
 A batch's factors keep only its R captured rows (answer tokens, or every real token for
@@ -39,12 +42,14 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from rledit_jax.jit import program
 from rledit_jax.method import edit_step as es
 from rledit_jax.method import packing, passes, shift
 from rledit_jax.method.sites import check_hypernets
 from rledit_jax.method.spec import Hypernets, Spec
+from rledit_jax.partitioning import rules
 
 
 @flax.struct.dataclass
@@ -97,7 +102,7 @@ def init_state(spec: Spec, params, hypernets: Hypernets, *, capacity: int, max_r
     kernels = es.base_kernels(spec, params)
     norms = hypernets.norms
     zeros = lambda *shape: jnp.zeros(shape, jnp.float32)
-    return EditState(
+    state = EditState(
         hypernets=own(hypernets),
         kernels=own(kernels),
         base=own(kernels),
@@ -111,6 +116,20 @@ def init_state(spec: Spec, params, hypernets: Hypernets, *, capacity: int, max_r
         count=jnp.int32(0),
         next_id=jnp.int32(0),
         n_committed=jnp.int32(0),
+    )
+    return state if spec.mesh is None else jax.device_put(state, state_shardings(spec, state))
+
+
+def state_shardings(spec: Spec, state: EditState) -> EditState:
+    """The sharding of every buffer of `state` on `spec.mesh` (see the module docstring)."""
+    named = lambda pspec: rules.named(spec.mesh, pspec)
+    kernels = {s: named(rules.site_spec(spec.model, s)) for s in spec.layout.names}
+    factor = {s: rules.factor_specs(spec.model, s) for s in spec.layout.names}
+    return jax.tree.map(lambda _: named(P()), state).replace(
+        kernels=kernels,
+        base=kernels,
+        k_hist={s: named(P(None, *k)) for s, (k, _) in factor.items()},
+        c_hist={s: named(P(None, *c)) for s, (_, c) in factor.items()},
     )
 
 
@@ -172,7 +191,10 @@ def edit_batch(spec: Spec, params, state: EditState, batch):
         )
 
     info = EditInfo(applied=applied, batch_id=jnp.where(applied, state.next_id, -1), n_rows=rows, shift_norms=norms_f)
-    return jax.lax.cond(applied, commit, lambda s: s, state), info
+    state = jax.lax.cond(applied, commit, lambda s: s, state)
+    if spec.mesh is not None:  # The state keeps its shardings (so the next call runs the same program).
+        state = jax.lax.with_sharding_constraint(state, state_shardings(spec, state))
+    return state, info
 
 
 def replay(state: EditState, n):

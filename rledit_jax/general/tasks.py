@@ -10,6 +10,8 @@ each stands for, and `parse` the reference's `_get_answer` on a greedy generatio
 import dataclasses
 from collections.abc import Callable, Mapping
 
+from rledit_jax.config_schema import GENERAL_TASKS
+
 
 @dataclasses.dataclass(frozen=True)
 class Task:
@@ -123,5 +125,6 @@ TASKS = {
 }
 
 ALL_TASKS = tuple(TASKS)
+assert ALL_TASKS == GENERAL_TASKS, "config_schema.GENERAL_TASKS names these tasks for the config"
 # The six RLEdit's `editor/base.py` evaluates (GLUEEval with sst, mmlu, mrpc, cola, rte and nli).
 RLEDIT_TASKS = ("sst2", "mrpc", "cola", "rte", "nli", "mmlu")

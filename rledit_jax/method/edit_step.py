@@ -21,6 +21,7 @@ from rledit_jax import models
 from rledit_jax.dtypes import working_float
 from rledit_jax.method import normalizer, packing, passes, shift
 from rledit_jax.method.spec import Hypernets, Spec
+from rledit_jax.partitioning import constraints
 
 
 def at_step(kind_batch, t):
@@ -52,7 +53,7 @@ def update_norms(spec: Spec, norms, captures):
         return norms, None
 
     norms, _ = jax.lax.scan(merge_micro_batch, norms, captures)
-    return norms
+    return constraints.whole(spec, norms)
 
 
 def predict_factors(spec: Spec, nets, norms, captures):
@@ -63,7 +64,7 @@ def predict_factors(spec: Spec, nets, norms, captures):
         factors[site.name] = shift.FACTORS[spec.shift](
             nets[site.shape], norms[site.shape], k, g, mask, jnp.int32(site.index)
         )
-    return factors
+    return constraints.factors(spec, factors)
 
 
 def apply_factors(kernels, factors):

@@ -16,6 +16,7 @@ from rledit_jax.dtypes import working_float
 from rledit_jax.method import losses
 from rledit_jax.method.packing import Packed
 from rledit_jax.method.spec import Spec
+from rledit_jax.partitioning import constraints
 
 
 def first_edited_layer(spec: Spec) -> int:
@@ -25,10 +26,12 @@ def first_edited_layer(spec: Spec) -> int:
 def prefix(spec: Spec, params, packed: Packed):
     """What enters the first edited block for a packed batch; computed once per batch."""
     layer = first_edited_layer(spec)
-    tokens = packed.tokens[None]
+    tokens = constraints.packed_tokens(spec, packed.tokens[None])
     if layer == 0:
         return tokens
-    return models.forward_layers(spec.model, params, tokens, packed.segments, stop=layer)
+    return constraints.packed_tokens(
+        spec, models.forward_layers(spec.model, params, tokens, packed.segments, stop=layer)
+    )
 
 
 def _upper(spec: Spec, params, kernels, hidden, packed: Packed):

@@ -13,6 +13,7 @@ import dataclasses
 
 import flax.struct
 import jax
+from jax.sharding import Mesh
 
 from rledit_jax.config_schema import GRADIENT_MODES, METRICS, TOKEN_MODES
 from rledit_jax.method import hypernet, normalizer, shift
@@ -58,6 +59,7 @@ class Spec:
     keep_factors: bool = False  # programs also return every step's shift factors (traces)
     curve_every: int = 0  # the evaluation's retention-curve period in steps; 0 = no curve
     shift: str = "solve"  # the shift from the network's output: "solve" (RLEdit, MALMEN) or "sum" (MEND)
+    mesh: Mesh | None = None  # the devices and axes the programs run over (`rledit_jax.partitioning`)
 
     def __post_init__(self):
         if self.gradient not in GRADIENT_MODES:

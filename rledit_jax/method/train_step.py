@@ -5,6 +5,7 @@ import optax
 from rledit_jax.jit import program
 from rledit_jax.method import sequence, unrolled
 from rledit_jax.method.spec import HParams, Hypernets, Spec
+from rledit_jax.partitioning import constraints
 
 
 def make_optimizer(hparams: HParams):
@@ -33,4 +34,5 @@ def train_sequence_and_update(spec: Spec, params, hypernets: Hypernets, opt_stat
     if not spec.keep_factors:
         del outputs["factors"]
     updates, opt_state = make_optimizer(spec.hparams).update(grads, opt_state, hypernets.nets)
-    return hypernets.replace(nets=optax.apply_updates(hypernets.nets, updates)), opt_state, grads, outputs
+    hypernets = hypernets.replace(nets=optax.apply_updates(hypernets.nets, updates))
+    return *constraints.whole(spec, (hypernets, opt_state, grads)), outputs

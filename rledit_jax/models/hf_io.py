@@ -4,7 +4,10 @@ A directory holds `config.json` and the weights as `model.safetensors`, sharded 
 (`model.safetensors.index.json`), or `pytorch_model.bin` (sharded or not; read only through
 `torch.load(..., weights_only=True)`, so no pickle code runs). Tensors are read one at a time,
 converted (HF `[out, in]` linear weights become `[in, out]` kernels) and placed on the device before the
-next is read, so loading a 6B model never holds two full copies in host memory.
+next is read, so loading a 6B model never holds two full copies in host memory. With `shardings` (a
+pytree like the params, e.g. from `rledit_jax.partitioning.rules`), each device's part of a tensor is
+read straight onto it (from safetensors, only that part is read from the file), so no host or device
+ever holds a whole sharded tensor.
 """
 
 import dataclasses
@@ -70,11 +73,12 @@ def read_hf_config(path: str) -> Any:
         raise ValueError(f"{config_file}: {e}") from None
 
 
-def _safetensors_reader(files: list[str]) -> Iterator[tuple[str, np.ndarray]]:
+def _safetensors_reader(files: list[str]) -> Iterator[tuple[str, Any]]:
+    """`(name, a lazy slice of the tensor)`: indexing it reads only that part of the file."""
     for file in files:
         with safetensors.safe_open(file, framework="np") as f:
             for name in f.keys():
-                yield name, f.get_tensor(name)
+                yield name, f.get_slice(name)
 
 
 def _torch_reader(files: list[str]) -> Iterator[tuple[str, np.ndarray]]:
@@ -120,11 +124,12 @@ def _set_path(tree: dict, path: tuple[str, ...], value) -> None:
     tree[path[-1]] = value
 
 
-def load_hf(path: str, param_dtype: str | None = None) -> tuple[Any, dict]:
+def load_hf(path: str, param_dtype: str | None = None, shardings: dict | None = None) -> tuple[Any, dict]:
     """Loads an HF causal-LM directory as `(config, params)`.
 
     `param_dtype` (e.g. "bfloat16") overrides the storage dtype; by default weights are float32.
-    The returned config computes in the same dtype as it stores.
+    The returned config computes in the same dtype as it stores. `shardings`: the `jax.sharding.Sharding`
+    of every parameter (a pytree like the params); by default each is whole on the default device.
     """
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model directory {path!r} does not exist")
@@ -141,19 +146,26 @@ def load_hf(path: str, param_dtype: str | None = None) -> tuple[Any, dict]:
     params: dict = {}
     aliased = []  # (row, alias name, tensor): checked once every primary has been read
     unexpected = []
-    for name, array in reader(files):
+    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    sharding_of = lambda row: _get_path(shardings, row.path) if shardings else one_device
+    tied = {}  # host copies of the tensors with aliases, compared with their aliases below
+    for name, source in reader(files):
         if name in by_alias:
-            aliased.append((by_alias[name], name, _to_param(array, by_alias[name], dtype)))
+            aliased.append((by_alias[name], name, _read_whole(source, by_alias[name], dtype)))
         elif name in rows:
             missing.discard(name)
-            _set_path(params, rows[name].path, _to_param(array, rows[name], dtype))
+            _set_path(params, rows[name].path, _to_param(source, rows[name], dtype, sharding_of(rows[name])))
+            if rows[name].aliases:
+                tied[name] = _read_whole(source, rows[name], dtype)
         elif not name.endswith(arch.hf_ignored_suffixes):
             unexpected.append(name)
     for row, alias, value in aliased:
         if row.name in missing:  # The checkpoint holds the tensor under its alias only.
             missing.discard(row.name)
-            _set_path(params, row.path, value)
-        elif not np.array_equal(np.asarray(_get_path(params, row.path)), np.asarray(value)):
+            _set_path(
+                params, row.path, _to_param(value, dataclasses.replace(row, transpose=False), dtype, sharding_of(row))
+            )
+        elif not np.array_equal(tied[row.name], value):
             raise ValueError(f"checkpoint {path!r}: the tied tensors {row.name} and {alias} differ")
     if missing or unexpected:
         raise ValueError(
@@ -163,9 +175,24 @@ def load_hf(path: str, param_dtype: str | None = None) -> tuple[Any, dict]:
     return config, params
 
 
-def _to_param(array: np.ndarray, row: HFTensor, dtype) -> jax.Array:
-    array = array.T if row.transpose else array
-    return jax.device_put(np.ascontiguousarray(array.astype(dtype)))
+def _shape(source) -> tuple[int, ...]:
+    return tuple(source.shape) if isinstance(source, np.ndarray) else tuple(source.get_shape())
+
+
+def _read(source, row: HFTensor, dtype, index: tuple[slice, ...]) -> np.ndarray:
+    """The part `index` (in our layout) of a tensor (an array or a lazy safetensors slice)."""
+    part = source[index[::-1]].T if row.transpose else source[index]
+    return np.ascontiguousarray(np.asarray(part).astype(dtype))
+
+
+def _read_whole(source, row: HFTensor, dtype) -> np.ndarray:
+    return _read(source, row, dtype, tuple(slice(None) for _ in _shape(source)))
+
+
+def _to_param(source, row: HFTensor, dtype, sharding) -> jax.Array:
+    """The parameter of `row` with `sharding` (or on one device), each device's part read on its own."""
+    shape = _shape(source)[::-1] if row.transpose else _shape(source)
+    return jax.make_array_from_callback(shape, sharding, lambda index: _read(source, row, dtype, index))
 
 
 def _get_path(tree: dict, path: tuple[str, ...]):
