@@ -8,6 +8,11 @@ VENV ?= .venv
 LOCK := requirements/lock-cpu.txt
 STAMP := $(VENV)/.installed
 RUN := $(VENV)/bin/python
+# Test processes (pytest-xdist; each test file runs whole in one of them). About 3 GB of memory each.
+TEST_WORKERS ?= 2
+PYTEST := $(RUN) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+# `make lock` re-resolves every pin; `make lock LOCK_UPGRADE=` only adds what pyproject.toml gained.
+LOCK_UPGRADE ?= --upgrade
 # Where `make lock` finds the CPU torch wheel pinned in requirements/torch-cpu.in (a local directory works).
 TORCH_WHEELS ?= https://download.pytorch.org/whl/cpu/torch/
 
@@ -17,8 +22,8 @@ demo: $(STAMP)
 	$(RUN) bin/train --config=configs/tiny.py --workdir=runs/tiny
 
 test: $(STAMP)
-	$(RUN) -m pytest -q -m "not mesh"
-	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(RUN) -m pytest -q -m mesh
+	$(PYTEST) -m "not mesh"
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PYTEST) -m mesh
 
 test-reference: $(STAMP)
 	@test -n "$(RLEDIT_REF_DIR)" || { echo "set RLEDIT_REF_DIR to a checkout of zhrli324/RLEdit (BUILD.md)"; exit 2; }
@@ -36,7 +41,7 @@ format: $(STAMP)
 lock:
 	uv pip compile pyproject.toml --extra test --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	  --override requirements/torch-cpu.in --find-links $(TORCH_WHEELS) --no-emit-find-links \
-	  --custom-compile-command "make lock" --upgrade -o $(LOCK)
+	  --custom-compile-command "make lock" $(LOCK_UPGRADE) -o $(LOCK)
 
 $(STAMP): $(LOCK) pyproject.toml
 	PYTHON=$(PYTHON) bash tools/make_venv.sh $(VENV)
