@@ -2,7 +2,8 @@
 # from the lock file):
 #   make demo    bin/train on the built-in tiny default (a random GPT-J, synthetic facts)
 #   make test    the test suite (then the mesh tests, on 8 fake CPU devices in a process of their own)
-# Also: make test-reference (RLEDIT_REF_DIR=<checkout of zhrli324/RLEdit>), make lint, make lock.
+# Also: make test-reference (RLEDIT_REF_DIR=<checkout of zhrli324/RLEdit>), make lint, make lock;
+# make test XLA_FLAGS=--xla_cpu_max_isa=AVX2 runs the suite as on a CPU without AVX-512 (BUILD.md).
 PYTHON ?= python3
 VENV ?= .venv
 LOCK := requirements/lock-cpu.txt
@@ -23,7 +24,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PYTEST) -m "not mesh"
-	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PYTEST) -m mesh
+	XLA_FLAGS="$(XLA_FLAGS) --xla_force_host_platform_device_count=8" $(PYTEST) -m mesh
 
 test-reference: $(STAMP)
 	@test -n "$(RLEDIT_REF_DIR)" || { echo "set RLEDIT_REF_DIR to a checkout of zhrli324/RLEdit (BUILD.md)"; exit 2; }

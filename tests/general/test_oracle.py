@@ -17,6 +17,7 @@ import transformers
 
 from rledit_jax import general, models
 from rledit_jax.data.tokenizer import load_tokenizer
+from tests import margins
 from tests.oracle import torch_general as oracle
 from tests.paths import SHARED
 from tests.tiny_hf import make_gptj
@@ -96,8 +97,7 @@ def test_examples_match_the_oracle(runs, task):
         probs = np.array(list(mine["probs"].values()))
         assert list(mine["probs"]) == oracle.suffixes(task)
         rel.append(np.max(np.abs(probs - ref["probs"]) / np.array(ref["probs"])))
-    print(f"{task}: max relative error of the suffix probabilities {max(rel):.2e}")
-    assert max(rel) < 2e-5
+    margins.check(f"{task}: suffix probabilities", max(rel), 2e-5)
 
 
 @pytest.mark.parametrize("task", general.ALL_TASKS)

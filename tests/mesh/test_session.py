@@ -1,5 +1,8 @@
 """The edit library on a (2, 4) mesh: edits and rollback give the one-device session's kernels,
-normaliser statistics and logits (to 1e-5 relative), and its state keeps the kernels' shardings."""
+normaliser statistics and logits (within what float32 rounding alone moves them on this machine:
+`setups.assert_within_rounding`), and its state keeps the kernels' shardings."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -8,7 +11,7 @@ from rledit_jax import editing, models
 from rledit_jax.editing import state as st
 from rledit_jax.editing.session import copy_state
 from tests.editing.test_session import BATCH_A, BATCH_B, BATCH_C, probe_inputs, random_hypernets
-from tests.mesh.setups import MESH, assert_agree, rel_diff, shard_shapes, tiny_config
+from tests.mesh.setups import MESH, N_NUDGES, assert_within_rounding, nudged, rel_diff, shard_shapes, tiny_config
 
 pytestmark = pytest.mark.mesh
 
@@ -18,10 +21,14 @@ def logits(session, state):
     return np.asarray(models.forward(session.llm_config, session.edited_params(state), ids, mask))
 
 
-def history_run(session):
-    """Edits A, B, C; rolls back 2; edits C again: the states after each, with the logits."""
-    config = tiny_config()
-    s0 = session.init_state(random_hypernets(session.layout, config), capacity=4)
+def history_run(session, nudge: int | None = None):
+    """Edits A, B, C; rolls back 2; edits C again: the states after each, with the logits. With `nudge`,
+    on `nudged` weights and hypernetworks."""
+    hypernets = random_hypernets(session.layout, tiny_config())
+    if nudge is not None:
+        session = dataclasses.replace(session, params=nudged(session.params, nudge))
+        hypernets = nudged(hypernets, nudge + 1000)
+    s0 = session.init_state(hypernets, capacity=4)
     s1, _ = session.edit(s0, BATCH_A)
     s2, _ = session.edit(copy_state(s1), BATCH_B)
     s3, _ = session.edit(copy_state(s2), BATCH_C)
@@ -37,11 +44,18 @@ def sessions():
 
 
 def test_edits_and_rollback_agree(sessions):
-    (states1, logits1), (states8, logits8) = (history_run(s) for s in sessions)
+    runs = [history_run(s) for s in sessions] + [history_run(sessions[0], seed) for seed in range(N_NUDGES)]
+    pytrees = lambda run, name: {
+        "kernels": run[0][name].kernels,
+        "norms": run[0][name].hypernets.norms,
+        "logits": run[1][name],
+    }
+    (states1, _), (_, logits8) = runs[:2]
     for name in states1:
-        assert_agree(
-            {"kernels": states8[name].kernels, "norms": states8[name].hypernets.norms, "logits": logits8[name]},
-            {"kernels": states1[name].kernels, "norms": states1[name].hypernets.norms, "logits": logits1[name]},
+        assert_within_rounding(
+            pytrees(runs[1], name),
+            pytrees(runs[0], name),
+            [pytrees(run, name) for run in runs[2:]],
             f"edit library, state {name}",
         )
     # Rolling back 2 of 3 batches then redoing the last is the state after A, C: not after A, B, C.

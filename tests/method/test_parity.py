@@ -22,6 +22,7 @@ from rledit_jax.method import evaluation, reference_io, sequence, train_step
 from rledit_jax.method.packing import Lengths
 from rledit_jax.method.sites import make_layout
 from rledit_jax.method.spec import HParams, Spec
+from tests import margins
 from tests.oracle import torch_rledit as oracle
 from tests.tiny_hf import make_gptj
 
@@ -31,9 +32,7 @@ REL = 2e-5
 def assert_close(ours, ref, rel=REL, what=""):
     ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
     scale = max(np.abs(ref).max(), 1e-30)
-    err = np.abs(ours - ref).max() / scale
-    print(f"parity {what}: {err:.2e}")  # Shown with `pytest -s`: the measured agreement.
-    assert err <= rel, f"{what}: max error {err:.2e} of scale {scale:.2e}"
+    margins.check(f"parity {what}", np.abs(ours - ref).max() / scale, rel)
 
 
 def to_oracle_steps(batches: data.StepBatches, dtype=torch.long):
@@ -208,8 +207,9 @@ def test_training_sequence_matches_oracle(tmp_root, case):
     for name, value in trace["state_dict"].items():
         if ".normalizer." in name:
             continue
-        diff = np.abs(ours_ref_naming[name] - value.numpy()).max() / hp.meta_lr
-        assert diff <= 1e-2, f"post-Adam {name}: {diff:.2e} meta_lr"
+        margins.check(
+            f"post-Adam {name} (meta_lr)", np.abs(ours_ref_naming[name] - value.numpy()).max() / hp.meta_lr, 1e-2
+        )
 
 
 def test_scan_equals_python_loop(tmp_root):
@@ -252,12 +252,12 @@ def test_evaluation_matches_oracle(tmp_root, metric):
     for kind, name in evaluation.SCORES.items():
         real = np.asarray(getattr(batches, kind).fact_index) >= 0
         np.testing.assert_allclose(np.asarray(rows[kind])[real], ref["per_row"][kind].numpy(), atol=1e-6)
-        assert abs(float(out.scores[name]) - ref[name]) <= 1e-6
+        margins.check(f"{metric} {name}", abs(float(out.scores[name]) - ref[name]), 1e-6)
     # The second specificity protocol: agreement with the unedited model's argmax.
     real = np.asarray(batches.unrel.fact_index) >= 0
     agreement = evaluation.agreement_rows(program, params, out.kernels, batches.unrel, program.lengths.unrel)
     np.testing.assert_allclose(np.asarray(agreement)[real], ref["per_row"]["agreement"].numpy(), atol=1e-6)
-    assert abs(float(out.scores["LS_agreement"]) - ref["LS_agreement"]) <= 1e-6
+    margins.check("LS_agreement", abs(float(out.scores["LS_agreement"]) - ref["LS_agreement"]), 1e-6)
     assert 0 < ref["LS_agreement"] < 1  # the edits move some predictions, not all
     # On this random model, argmax accuracy stays 0 (the shifts above are what is compared); the
     # CounterFact comparison must move with the edits for the row check to mean something.

@@ -16,6 +16,7 @@ from rledit_jax.method import reference_io, unrolled
 from rledit_jax.method.packing import Lengths
 from rledit_jax.method.sites import make_layout
 from rledit_jax.method.spec import Spec
+from tests import margins
 from tests.method.helpers import UNROLLED_HP as HP
 from tests.method.helpers import stop_carry_grads
 from tests.method.test_parity import perturb, to_oracle_steps
@@ -82,6 +83,4 @@ def test_unrolled_grads_match_torch(problem, mode):
         ours = reference_io.to_reference(hypernets.replace(nets=grads))
     for name, g in ref.items():
         g = g.numpy()
-        err = np.abs(ours[name] - g).max() / np.abs(g).max()
-        print(f"parity {mode} {name}: {err:.2e}")  # Shown with `pytest -s`.
-        assert err <= 1e-5, f"{mode} {name}: {err:.2e}"
+        margins.check(f"parity {mode} {name}", np.abs(ours[name] - g).max() / np.abs(g).max(), 1e-5)

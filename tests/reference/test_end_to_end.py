@@ -13,6 +13,7 @@ favours the evaluation rows' most common answer tokens (harness.favoured_model),
 import numpy as np
 import pytest
 
+from tests import margins
 from tests.reference import refkit
 from tests.reference.harness import SITE, trace_grads
 
@@ -76,7 +77,7 @@ def test_post_adam_parameters_and_normaliser(single_site):
         diff = np.abs(mine["hypernet"][name] - value) / meta_lr
         moved = np.abs(value - theirs["initial"][name]).max() / meta_lr
         print(f"reference e2e post-Adam {name}: {diff.max():.2e} meta_lr (moved {moved:.2f} meta_lr)")
-        assert (diff <= allowed).all(), f"post-Adam {name}: {diff.max():.2e} meta_lr"
+        margins.check(f"e2e post-Adam {name} (of the allowed difference)", (diff / allowed).max(), 1.0)
 
 
 def test_es_gs_ls(single_site):
@@ -86,4 +87,4 @@ def test_es_gs_ls(single_site):
     for name in ("ES", "GS", "LS"):
         print(f"reference e2e {name}: ours {mine['metrics'][name]:.4f}, reference {scores[name]:.4f}")
         # Means of per-row token accuracies (ratios of small counts): equal up to float rounding.
-        assert abs(mine["metrics"][name] - scores[name]) <= 1e-6
+        margins.check(f"e2e {name}", abs(mine["metrics"][name] - scores[name]), 1e-6)
